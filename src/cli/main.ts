@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { UsageError, errorMessage } from '../errors.js';
+import { errorMessage, UsageError } from '../errors.js';
 import type { Command, OptionSpec, OptionValues } from './command.js';
 import { commands } from './commands/index.js';
 
@@ -73,7 +73,9 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     const parsed = parseArgs({
       args: rest,
-      options: { ...command.options, help: HELP_OPTION } as NonNullable<Parameters<typeof parseArgs>[0]>['options'],
+      options: { ...command.options, help: HELP_OPTION } as NonNullable<
+        Parameters<typeof parseArgs>[0]
+      >['options'],
       allowPositionals: true,
       strict: true,
     });
