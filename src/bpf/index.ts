@@ -8,6 +8,7 @@ export { BpfError, errnoName, NotSupportedError, VerifierError } from './errors.
 export * from './fs.js';
 export * from './link.js';
 export * from './map.js';
+export * from './netns.js';
 export * from './object.js';
 export * from './program.js';
 export * from './ringbuf.js';

@@ -3,10 +3,11 @@
  * over netlink by libbpf (bpf_tc_*), the others are kernel bpf_links that libbpf creates.
  * A link detaches on close unless it was pinned, and removes only what it created.
  */
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, existsSync, openSync } from 'node:fs';
 import { NotSupportedError } from '../errors.js';
 import { BpfError, check, checkPtr } from './errors.js';
 import { lib } from './ffi.js';
+import { withNetns } from './netns.js';
 import type { Program } from './program.js';
 
 export interface Link extends Disposable {
@@ -24,8 +25,10 @@ export interface Link extends Disposable {
 export type TcDirection = 'ingress' | 'egress';
 
 export interface TcAttachOptions {
-  /** Interface name or index (in the caller's network namespace). */
+  /** Interface name or index, in `netns` or the caller's network namespace. */
   interface: string | number;
+  /** Network namespace of the interface (a name from `ip netns` or a path). */
+  netns?: string;
   direction: TcDirection;
   program: Program;
   /** Filter handle and priority: together they name the filter (defaults 1 and 1). */
@@ -77,19 +80,35 @@ function tcOpts(o: { progFd?: number; flags?: number; handle: number; priority: 
 const createdQdiscs = new Map<number, number>();
 
 class TcLink implements Link {
-  readonly description: string;
+  description: string;
   readonly #ifindex: number;
   readonly #point: number;
   readonly #handle: number;
   readonly #priority: number;
+  readonly #netns: string | undefined;
   #open = true;
 
   constructor(o: TcAttachOptions) {
-    const ifindex = ifindexOf(o.interface);
-    const point = o.direction === 'ingress' ? TC_INGRESS : TC_EGRESS;
+    this.#netns = o.netns;
+    const r = this.#inNs(() => this.#attach(o));
+    this.#ifindex = r.ifindex;
+    this.#point = r.point;
+    this.#handle = r.handle;
+    this.#priority = r.priority;
+    this.description = r.description;
+  }
+
+  #inNs<T>(fn: () => T): T {
+    return this.#netns ? withNetns(this.#netns, fn) : fn();
+  }
+
+  #attach(o: TcAttachOptions) {
     const handle = o.handle ?? 1;
     const priority = o.priority ?? 1;
-    this.description = `tc ${o.direction} ${o.interface} handle ${handle} prio ${priority} (${o.program.name})`;
+    const where = o.netns ? `${o.netns}/${o.interface}` : `${o.interface}`;
+    this.description = `tc ${o.direction} ${where} handle ${handle} prio ${priority} (${o.program.name})`;
+    const ifindex = ifindexOf(o.interface);
+    const point = o.direction === 'ingress' ? TC_INGRESS : TC_EGRESS;
     const hook = tcHook(ifindex, point);
     const created = lib.bpf_tc_hook_create(hook);
     if (created < 0 && created !== -17) check(created, `${this.description}: create clsact qdisc`);
@@ -104,19 +123,18 @@ class TcLink implements Link {
     }
     const users = createdQdiscs.get(ifindex);
     if (users !== undefined) createdQdiscs.set(ifindex, users + 1);
-    this.#ifindex = ifindex;
-    this.#point = point;
-    this.#handle = handle;
-    this.#priority = priority;
+    return { ifindex, point, handle, priority, description: this.description };
   }
 
   update(program: Program): void {
-    check(
-      lib.bpf_tc_attach(
-        tcHook(this.#ifindex, this.#point),
-        tcOpts({ progFd: program.fd, flags: TC_F_REPLACE, handle: this.#handle, priority: this.#priority }),
+    this.#inNs(() =>
+      check(
+        lib.bpf_tc_attach(
+          tcHook(this.#ifindex, this.#point),
+          tcOpts({ progFd: program.fd, flags: TC_F_REPLACE, handle: this.#handle, priority: this.#priority }),
+        ),
+        `${this.description}: replace with ${program.name}`,
       ),
-      `${this.description}: replace with ${program.name}`,
     );
   }
 
@@ -136,13 +154,20 @@ class TcLink implements Link {
   close(): void {
     if (!this.#open) return;
     this.#open = false;
-    const ret = lib.bpf_tc_detach(
-      tcHook(this.#ifindex, this.#point),
-      tcOpts({ handle: this.#handle, priority: this.#priority }),
-    );
-    // The interface may be gone already (its namespace deleted): nothing is left to detach.
-    if (ret < 0 && ret !== -2 && ret !== -19 && ret !== -22) check(ret, `${this.description}: detach`);
-    this.#releaseQdisc(this.#ifindex, true);
+    try {
+      this.#inNs(() => {
+        const ret = lib.bpf_tc_detach(
+          tcHook(this.#ifindex, this.#point),
+          tcOpts({ handle: this.#handle, priority: this.#priority }),
+        );
+        // The interface may be gone already (its namespace deleted): nothing is left to detach.
+        if (ret < 0 && ret !== -2 && ret !== -19 && ret !== -22) check(ret, `${this.description}: detach`);
+        this.#releaseQdisc(this.#ifindex, true);
+      });
+    } catch (err) {
+      // A deleted namespace took the filter with it.
+      if (!(err instanceof BpfError && this.#netns && err.errno === 2)) throw err;
+    }
   }
 
   #releaseQdisc(ifindex: number, wasUser = false): void {
@@ -166,21 +191,17 @@ export function attachTc(o: TcAttachOptions): TcLink {
   return new TcLink(o);
 }
 
-/** Whether a tc filter sits at handle/priority (and which program id runs there). */
-export function queryTc(
-  iface: string | number,
-  direction: TcDirection,
-  handle = 1,
-  priority = 1,
-): number | undefined {
-  const opts = tcOpts({ handle, priority });
-  const ret = lib.bpf_tc_query(
-    tcHook(ifindexOf(iface), direction === 'ingress' ? TC_INGRESS : TC_EGRESS),
-    opts,
-  );
-  if (ret === -2 || ret === -22) return undefined;
-  check(ret, `tc ${direction} ${iface}: query`);
-  return new DataView(opts.buffer).getUint32(16, true);
+/** The id of the program in a tc filter slot, or undefined when the slot is empty. */
+export function queryTc(o: Omit<TcAttachOptions, 'program' | 'replace'>): number | undefined {
+  const query = () => {
+    const opts = tcOpts({ handle: o.handle ?? 1, priority: o.priority ?? 1 });
+    const point = o.direction === 'ingress' ? TC_INGRESS : TC_EGRESS;
+    const ret = lib.bpf_tc_query(tcHook(ifindexOf(o.interface), point), opts);
+    if (ret === -2 || ret === -22) return undefined;
+    check(ret, `tc ${o.direction} ${o.interface}: query`);
+    return new DataView(opts.buffer).getUint32(16, true);
+  };
+  return o.netns ? withNetns(o.netns, query) : query();
 }
 
 /** A kernel bpf_link made by libbpf (XDP, cgroup, tracepoint, kprobe). */
@@ -245,13 +266,16 @@ function needPtr(program: Program, what: string): bigint {
 
 export interface XdpAttachOptions {
   interface: string | number;
+  /** Network namespace of the interface; the link, once made, works from anywhere. */
+  netns?: string;
   program: Program;
 }
 
 export function attachXdp(o: XdpAttachOptions): Link {
-  const what = `xdp ${o.interface} (${o.program.name})`;
-  const ifindex = ifindexOf(o.interface);
-  return new KernelLink(checkPtr(lib.bpf_program__attach_xdp(needPtr(o.program, what), ifindex), what), what);
+  const what = `xdp ${o.netns ? `${o.netns}/` : ''}${o.interface} (${o.program.name})`;
+  // The kernel resolves the ifindex in the caller's namespace when the link is made.
+  const attach = () => lib.bpf_program__attach_xdp(needPtr(o.program, what), ifindexOf(o.interface));
+  return new KernelLink(checkPtr(o.netns ? withNetns(o.netns, attach) : attach(), what), what);
 }
 
 export interface CgroupAttachOptions {
@@ -299,8 +323,20 @@ export interface KprobeAttachOptions {
   program: Program;
 }
 
+/** Whether this kernel can attach kprobes (CONFIG_KPROBE_EVENTS). */
+export function kprobesSupported(): boolean {
+  return (
+    existsSync('/sys/bus/event_source/devices/kprobe/type') ||
+    existsSync('/sys/kernel/tracing/kprobe_events') ||
+    existsSync('/sys/kernel/debug/tracing/kprobe_events')
+  );
+}
+
 export function attachKprobe(o: KprobeAttachOptions): Link {
   const what = `${o.retprobe ? 'kretprobe' : 'kprobe'} ${o.function} (${o.program.name})`;
+  if (!kprobesSupported()) {
+    throw new NotSupportedError(`${what}: this kernel has no kprobe support (CONFIG_KPROBE_EVENTS is off)`);
+  }
   return new KernelLink(
     checkPtr(lib.bpf_program__attach_kprobe(needPtr(o.program, what), o.retprobe ?? false, o.function), what),
     what,

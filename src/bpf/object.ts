@@ -308,20 +308,17 @@ export function loadCollection(source: ObjectSpec | string | Uint8Array, opts: L
         check(lib.bpf_map__reuse_fd(m, fd), `${what}: map ${name}: reuse fd ${fd}`);
       }
     }
-    if (opts.pinPath) {
-      mkdirSync(opts.pinPath, { recursive: true });
-      for (const m of eachMap(obj)) {
-        const name = lib.bpf_map__name(m);
-        if (name.startsWith('.')) continue;
-        // Maps declared with LIBBPF_PIN_BY_NAME carry a default path under
-        // /sys/fs/bpf; every pinned map goes under pinPath instead.
-        if (opts.pinMaps?.includes(name) || hasPinByName(obj, m)) {
-          check(
-            lib.bpf_map__set_pin_path(m, `${opts.pinPath}/${name}`),
-            `${what}: map ${name}: set pin path`,
-          );
-        }
-      }
+    // Maps declared with LIBBPF_PIN_BY_NAME get a default path under /sys/fs/bpf from
+    // libbpf; pinned maps go under pinPath instead, and nowhere when none is given.
+    if (opts.pinPath) mkdirSync(opts.pinPath, { recursive: true });
+    for (const m of eachMap(obj)) {
+      const name = lib.bpf_map__name(m);
+      if (name.startsWith('.')) continue;
+      const pin = opts.pinPath && (opts.pinMaps?.includes(name) || lib.bpf_map__pin_path(m) !== null);
+      check(
+        lib.bpf_map__set_pin_path(m, pin ? `${opts.pinPath}/${name}` : null),
+        `${what}: map ${name}: set pin path`,
+      );
     }
     if (opts.programs) {
       for (const p of eachProgram(obj))
@@ -345,9 +342,4 @@ export function loadCollection(source: ObjectSpec | string | Uint8Array, opts: L
     lib.bpf_object__close(obj);
     throw err;
   }
-}
-
-/** libbpf sets a pin path on maps declared `__uint(pinning, LIBBPF_PIN_BY_NAME)`. */
-function hasPinByName(_obj: bigint, map: bigint): boolean {
-  return lib.bpf_map__pin_path(map) !== null;
 }
