@@ -33,3 +33,9 @@ clean:
 	rm -rf dist/bpf dist/native dist/test/bpf examples/packet-counter/*.o
 
 .PHONY: all clean
+
+# The C baseline of bench/sdk.ts.
+all: dist/bench/native/sdk_bench
+dist/bench/native/sdk_bench: bench/native/sdk_bench.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -Wall -Werror $< -o $@ -lbpf

@@ -93,6 +93,9 @@ export const ipv4: Codec<string> = {
   decode: (d, o) => `${d.getUint8(o)}.${d.getUint8(o + 1)}.${d.getUint8(o + 2)}.${d.getUint8(o + 3)}`,
 };
 
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder();
+
 /** Raw bytes of a fixed length. */
 export function bytes(size: number, align = 1): Codec<Uint8Array> {
   return {
@@ -114,16 +117,36 @@ export function cstring(size: number): Codec<string> {
     size,
     align: 1,
     encode(v, d, o) {
-      const enc = new TextEncoder().encode(v);
-      if (enc.length >= size) throw new RangeError(`string "${v}" longer than ${size - 1} bytes`);
-      const dst = new Uint8Array(d.buffer, d.byteOffset + o, size);
-      dst.set(enc);
-      dst.fill(0, enc.length);
+      let i = 0;
+      // ASCII goes byte by byte; anything else through the UTF-8 encoder.
+      for (; i < v.length; i++) {
+        const c = v.charCodeAt(i);
+        if (c >= 0x80) break;
+        if (i >= size - 1) throw new RangeError(`string "${v}" longer than ${size - 1} bytes`);
+        d.setUint8(o + i, c);
+      }
+      if (i < v.length) {
+        const dst = new Uint8Array(d.buffer, d.byteOffset + o, size);
+        const { written } = utf8Encoder.encodeInto(v, dst.subarray(0, size - 1));
+        if (written < utf8Encoder.encode(v).length)
+          throw new RangeError(`string "${v}" longer than ${size - 1} bytes`);
+        i = written;
+      }
+      for (; i < size; i++) d.setUint8(o + i, 0);
     },
     decode(d, o) {
-      const src = new Uint8Array(d.buffer, d.byteOffset + o, size);
-      const end = src.indexOf(0);
-      return new TextDecoder().decode(src.subarray(0, end < 0 ? size : end));
+      let s = '';
+      for (let i = 0; i < size; i++) {
+        const c = d.getUint8(o + i);
+        if (c === 0) return s;
+        if (c >= 0x80) {
+          const src = new Uint8Array(d.buffer, d.byteOffset + o, size);
+          const end = src.indexOf(0);
+          return utf8Decoder.decode(src.subarray(0, end < 0 ? size : end));
+        }
+        s += String.fromCharCode(c);
+      }
+      return s;
     },
   };
 }
@@ -162,17 +185,30 @@ export function struct<F extends FieldCodecs>(fields: F): StructCodec<Decoded<F>
     align = Math.max(align, codec.align);
   }
   const size = Math.ceil(offset / align) * align;
+  // Bytes no field covers: zeroed on encode, since hash maps compare whole keys.
+  const padding: number[] = [];
+  const covered = new Uint8Array(size);
+  for (const f of layout) covered.fill(1, f.offset, f.offset + f.size);
+  covered.forEach((c, i) => c || padding.push(i));
+  const n = layout.length;
   return {
     size,
     align,
     fields: layout.map(({ name, offset, size }) => ({ name, offset, size })),
     encode(v, d, o) {
-      new Uint8Array(d.buffer, d.byteOffset + o, size).fill(0);
-      for (const f of layout) f.codec.encode((v as Record<string, unknown>)[f.name], d, o + f.offset);
+      const rec = v as Record<string, unknown>;
+      for (let i = 0; i < n; i++) {
+        const f = layout[i]!;
+        f.codec.encode(rec[f.name], d, o + f.offset);
+      }
+      for (let i = 0; i < padding.length; i++) d.setUint8(o + padding[i]!, 0);
     },
     decode(d, o) {
       const out: Record<string, unknown> = {};
-      for (const f of layout) out[f.name] = f.codec.decode(d, o + f.offset);
+      for (let i = 0; i < n; i++) {
+        const f = layout[i]!;
+        out[f.name] = f.codec.decode(d, o + f.offset);
+      }
       return out as Decoded<F>;
     },
   };
