@@ -1,4 +1,7 @@
 import type { Command } from '../command.js';
+import { demoCommands } from './demo.js';
 
 /** Every subcommand of `hypha`. Each feature area adds its own module here. */
-export const commands: readonly Command[] = [];
+export const commands: readonly Command[] = [
+  ...demoCommands,
+];

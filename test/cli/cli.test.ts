@@ -1,0 +1,44 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { repoRoot } from '../helpers/kernel.js';
+
+const hypha = (...args: string[]) => spawnSync(join(repoRoot, 'bin/hypha'), args, { encoding: 'utf8' });
+
+test('hypha --help lists the commands', () => {
+  const r = hypha('--help');
+  assert.equal(r.status, 0);
+  assert.match(r.stdout, /Usage: hypha <command>/);
+  assert.match(r.stdout, /demo packet-counter/);
+});
+
+test('runs on the pinned Node.js 24, not the machine node', () => {
+  const r = spawnSync(join(repoRoot, 'node_modules/.bin/node'), ['--version'], { encoding: 'utf8' });
+  assert.match(r.stdout, /^v24\./);
+});
+
+test('an unknown command exits 2 and says so', () => {
+  const r = hypha('frobnicate');
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /unknown command "frobnicate"/);
+});
+
+test('a bad flag names the flag and shows the command help', () => {
+  const r = hypha('demo', 'packet-counter', '--bogus');
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /Unknown option '--bogus'/);
+  assert.match(r.stderr, /Usage: hypha demo packet-counter/);
+});
+
+test('a bad flag value is refused before anything runs', () => {
+  const r = hypha('demo', 'packet-counter', '--pings', 'lots');
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /--pings: must be a whole number from 1 to 10000, got "lots"/);
+});
+
+test('a group without a subcommand lists its subcommands', () => {
+  const r = hypha('demo');
+  assert.equal(r.status, 2);
+  assert.match(r.stdout, /demo packet-counter/);
+});
