@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
-import { join, relative, resolve, dirname } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { test } from 'node:test';
 import { repoRoot } from './helpers/kernel.js';
 
@@ -29,7 +29,8 @@ function* sources(dir: string): Generator<string> {
 function importsOf(file: string): string[] {
   const text = readFileSync(file, 'utf8');
   const out: string[] = [];
-  for (const m of text.matchAll(/(?:^|\n)\s*(?:import|export)[^'";]*?from\s*['"]([^'"]+)['"]/g)) out.push(m[1]!);
+  for (const m of text.matchAll(/(?:^|\n)\s*(?:import|export)[^'";]*?from\s*['"]([^'"]+)['"]/g))
+    out.push(m[1]!);
   for (const m of text.matchAll(/import\(\s*['"]([^'"]+)['"]\s*\)/g)) out.push(m[1]!);
   return out.filter((s) => s.startsWith('.')).map((s) => relative(repoRoot, resolve(dirname(file), s)));
 }
@@ -39,7 +40,8 @@ test('no module imports the CLI, and layers import only downwards', () => {
   for (const file of sources(join(repoRoot, 'src'))) {
     const rel = relative(repoRoot, file);
     for (const target of importsOf(file)) {
-      if (target.startsWith('src/cli') && !rel.startsWith('src/cli')) violations.push(`${rel} imports ${target}`);
+      if (target.startsWith('src/cli') && !rel.startsWith('src/cli'))
+        violations.push(`${rel} imports ${target}`);
       for (const [from, banned] of Object.entries(FORBIDDEN)) {
         if (!rel.startsWith(`${from}/`)) continue;
         for (const b of banned) if (target.startsWith(`${b}/`)) violations.push(`${rel} imports ${target}`);

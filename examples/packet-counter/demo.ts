@@ -38,19 +38,55 @@ export async function runPacketCounterDemo(o: DemoOptions = {}): Promise<bigint>
       ip('-n', ns, 'link', 'set', dev, 'up');
     }
     const macOf = (ns: string, dev: string) =>
-      (JSON.parse(execFileSync('ip', ['-n', ns, '-j', 'link', 'show', dev]).toString()) as { address: string }[])[0]!
-        .address;
-    ip('-n', nsA, 'neigh', 'replace', '10.250.0.2', 'lladdr', macOf(nsB, 'hyveth1'), 'dev', 'hyveth0', 'nud', 'permanent');
-    ip('-n', nsB, 'neigh', 'replace', '10.250.0.1', 'lladdr', macOf(nsA, 'hyveth0'), 'dev', 'hyveth1', 'nud', 'permanent');
+      (
+        JSON.parse(execFileSync('ip', ['-n', ns, '-j', 'link', 'show', dev]).toString()) as {
+          address: string;
+        }[]
+      )[0]!.address;
+    ip(
+      '-n',
+      nsA,
+      'neigh',
+      'replace',
+      '10.250.0.2',
+      'lladdr',
+      macOf(nsB, 'hyveth1'),
+      'dev',
+      'hyveth0',
+      'nud',
+      'permanent',
+    );
+    ip(
+      '-n',
+      nsB,
+      'neigh',
+      'replace',
+      '10.250.0.1',
+      'lladdr',
+      macOf(nsA, 'hyveth0'),
+      'dev',
+      'hyveth1',
+      'nud',
+      'permanent',
+    );
 
     using obj = loadCollection(OBJECT);
     const counts = obj.map('packet_count', { key: u32, value: u64 }, true);
-    using _link = attachTc({ netns: nsB, interface: 'hyveth1', direction: 'ingress', program: obj.program('count_packets') });
+    using _link = attachTc({
+      netns: nsB,
+      interface: 'hyveth1',
+      direction: 'ingress',
+      program: obj.program('count_packets'),
+    });
     log(`Counting packets on ${nsB}/hyveth1 (tc ingress). Sending ${pings} pings from ${nsA}.`);
 
-    const ping = spawn('ip', ['netns', 'exec', nsA, 'ping', '-c', String(pings), '-i', String(1 / rate), '-q', '10.250.0.2'], {
-      stdio: 'ignore',
-    });
+    const ping = spawn(
+      'ip',
+      ['netns', 'exec', nsA, 'ping', '-c', String(pings), '-i', String(1 / rate), '-q', '10.250.0.2'],
+      {
+        stdio: 'ignore',
+      },
+    );
     const done = new Promise<number | null>((r) => ping.on('exit', r));
     const timer = setInterval(() => log(`Packets received: ${counts.sum(0)}`), 1000);
     const code = await done;

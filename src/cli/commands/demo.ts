@@ -5,7 +5,8 @@ import type { Command } from '../command.js';
 export const demoCommands: Command[] = [
   {
     path: ['demo', 'packet-counter'],
-    summary: "The tutorial's section 11: a tc packet counter on a veth pair between fresh namespaces, counting pings",
+    summary:
+      "The tutorial's section 11: a tc packet counter on a veth pair between fresh namespaces, counting pings",
     options: {
       pings: { type: 'string', value: 'n', description: 'pings to send (default 20)' },
     },

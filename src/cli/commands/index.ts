@@ -2,6 +2,4 @@ import type { Command } from '../command.js';
 import { demoCommands } from './demo.js';
 
 /** Every subcommand of `hypha`. Each feature area adds its own module here. */
-export const commands: readonly Command[] = [
-  ...demoCommands,
-];
+export const commands: readonly Command[] = [...demoCommands];
