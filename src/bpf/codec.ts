@@ -189,7 +189,7 @@ export function struct<F extends FieldCodecs>(fields: F): StructCodec<Decoded<F>
   const padding: number[] = [];
   const covered = new Uint8Array(size);
   for (const f of layout) covered.fill(1, f.offset, f.offset + f.size);
-  covered.forEach((c, i) => c || padding.push(i));
+  for (let i = 0; i < size; i++) if (!covered[i]) padding.push(i);
   const n = layout.length;
   return {
     size,
