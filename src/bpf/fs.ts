@@ -1,4 +1,5 @@
-import { mkdirSync, readFileSync, rmSync, statfsSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statfsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { NotSupportedError } from '../errors.js';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
@@ -12,12 +13,14 @@ export function isBpffs(path: string): boolean {
   }
 }
 
-/** Makes `dir` (and parents) under a bpffs mount; a clear error if bpffs is not mounted there. */
+/** Makes `dir` (and parents) on bpffs; a clear error if it would not be on bpffs. */
 export function ensurePinDir(dir: string): void {
-  const root = dir.split('/').slice(0, 4).join('/'); // /sys/fs/bpf
-  if (!isBpffs(root)) {
+  // The nearest existing ancestor tells which filesystem the directory will be on.
+  let probe = dir;
+  while (probe !== '/' && !existsSync(probe)) probe = dirname(probe);
+  if (!isBpffs(probe)) {
     throw new NotSupportedError(
-      `${root} is not a bpffs mount: mount it with 'mount -t bpf bpf ${root}' (setup.sh does)`,
+      `pin directory ${dir} is not on bpffs: mount it with 'mount -t bpf bpf /sys/fs/bpf' (setup.sh does) and pin below it`,
     );
   }
   mkdirSync(dir, { recursive: true });

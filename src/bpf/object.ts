@@ -4,10 +4,11 @@
  * programs, applying load-time settings (read-only globals, pinning, map sizes, maps
  * shared with other objects) on the way. A load that fails closes everything it made.
  */
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { Btf } from './btf.js';
 import { BpfError, check, checkPtr, VerifierError } from './errors.js';
 import { lib, takeLibbpfLog, view } from './ffi.js';
+import { ensurePinDir } from './fs.js';
 import { BpfMap, type MapCodecs, mapInfoByFd, PerCpuMap, rawCodecs } from './map.js';
 import { Program } from './program.js';
 import { isPerCpu, mapTypeName, progTypeName } from './types.js';
@@ -310,7 +311,7 @@ export function loadCollection(source: ObjectSpec | string | Uint8Array, opts: L
     }
     // Maps declared with LIBBPF_PIN_BY_NAME get a default path under /sys/fs/bpf from
     // libbpf; pinned maps go under pinPath instead, and nowhere when none is given.
-    if (opts.pinPath) mkdirSync(opts.pinPath, { recursive: true });
+    if (opts.pinPath) ensurePinDir(opts.pinPath);
     for (const m of eachMap(obj)) {
       const name = lib.bpf_map__name(m);
       if (name.startsWith('.')) continue;

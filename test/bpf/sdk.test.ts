@@ -24,6 +24,7 @@ import {
   NotSupportedError,
   openMapById,
   openPinnedMap,
+  openPinnedProgram,
   queryTc,
   RingBufReader,
   struct,
@@ -32,6 +33,7 @@ import {
   u16,
   u32,
   u64,
+  unpin,
   VerifierError,
 } from '../../src/bpf/index.js';
 import { numPossibleCpus } from '../../src/bpf/map.js';
@@ -300,6 +302,34 @@ describe('loading and maps', { skip }, () => {
     }
   });
 
+  test('a pin directory off bpffs is refused before anything loads', async () => {
+    await withoutFdLeak(() => {
+      assert.throws(
+        () => loadCollection(OBJ, { pinPath: `/tmp/hy-not-bpffs-${process.pid}` }),
+        (err: unknown) => err instanceof NotSupportedError && /is not on bpffs/.test(err.message),
+      );
+    });
+    assert.equal(existsSync(`/tmp/hy-not-bpffs-${process.pid}`), false);
+  });
+
+  test('programs pin, reopen from the pin, and unpin', () => {
+    const path = `/sys/fs/bpf/hypha-test-prog-${process.pid}`;
+    try {
+      {
+        using coll = loadCollection(OBJ);
+        coll.program('sdk_return_magic').pin(path);
+      }
+      using prog = openPinnedProgram(path);
+      assert.equal(prog.name, 'sdk_return_magi', 'the kernel keeps 15 characters of a name');
+      assert.equal(prog.typeName, 'sched_cls');
+      assert.equal(prog.testRun({ data: new Uint8Array(64) }).retval, 0);
+    } finally {
+      unpin(path);
+    }
+    assert.equal(existsSync(path), false);
+    assert.throws(() => openPinnedProgram(path), /open pinned: ENOENT/);
+  });
+
   test('ring buffer: every record arrives, in order, in batches', async () => {
     using coll = loadCollection(OBJ);
     const ctl = coll.map('sdk_bench_ctl', { key: u32, value: u32 });
@@ -397,6 +427,33 @@ describe('attachments', { skip }, () => {
         /clsact/,
       );
     });
+  });
+
+  test('tc: replacing the program under traffic loses no packet', async () => {
+    using coll = loadCollection(OBJ);
+    using link = attachTc({
+      netns: nsb,
+      interface: 'hyb0',
+      direction: 'ingress',
+      program: coll.program('sdk_tc'),
+    });
+    const flood = spawn(
+      'ip',
+      ['netns', 'exec', `${ns}a`, 'ping', '-c', '300', '-i', '0.002', '-W', '1', '10.200.0.2'],
+      {
+        stdio: ['ignore', 'pipe', 'ignore'],
+      },
+    );
+    let out = '';
+    flood.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise((r) => flood.on('exit', r));
+    const programs = [coll.program('sdk_return_magic'), coll.program('sdk_tc')];
+    for (let i = 0; !flood.exitCode && i < 400; i++) {
+      link.update(programs[i % 2]!);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    await exited;
+    assert.match(out, /300 packets transmitted, 300 received, 0% packet loss/);
   });
 
   test('tc: a wrong interface name fails and leaves nothing attached', () => {
