@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { KeyNotFoundError } from '../errors.js';
 import { bytes, type Codec, u32 } from './codec.js';
 import { BpfError, check, checkFd } from './errors.js';
@@ -442,4 +443,24 @@ export const fdValue = u32;
 
 function jsonBig(_k: string, v: unknown): unknown {
   return typeof v === 'bigint' ? v.toString() : v;
+}
+
+/**
+ * Opens whatever is pinned at path if it is a map, with raw codecs (for tools that list
+ * maps of any layout); undefined for pinned programs and links.
+ */
+export function openPinnedRawMap(path: string): BpfMap<Uint8Array, Uint8Array> | undefined {
+  const fd = checkFd(lib.bpf_obj_get(path), `pinned object ${path}: open`);
+  try {
+    // fdinfo names the object's kind without guessing from info layouts.
+    if (!/^map_type:/m.test(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))) {
+      lib.close(fd);
+      return undefined;
+    }
+    const info = mapInfoByFd(fd);
+    return new BpfMap(fd, rawCodecs(info), { info });
+  } catch (err) {
+    lib.close(fd);
+    throw err;
+  }
 }

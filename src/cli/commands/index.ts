@@ -1,5 +1,6 @@
 import type { Command } from '../command.js';
+import { bpfMapCommands } from './bpf-maps.js';
 import { demoCommands } from './demo.js';
 
 /** Every subcommand of `hypha`. Each feature area adds its own module here. */
-export const commands: readonly Command[] = [...demoCommands];
+export const commands: readonly Command[] = [...bpfMapCommands, ...demoCommands];
