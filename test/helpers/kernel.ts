@@ -3,6 +3,7 @@ import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isBpffs } from '../../src/bpf/index.js';
+import { privilegedRequired, privilegeProblem } from './privileged.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The repository root (tests run from dist/test/...). */
@@ -28,18 +29,16 @@ export async function withoutFdLeak<T>(fn: () => T | Promise<T>): Promise<T> {
 }
 
 /**
- * For `describe(name, { skip: skipUnlessPrivileged() }, ...)`: false when this process
- * may load BPF and make namespaces; otherwise the reason to skip. Under
- * HYPHA_REQUIRE_PRIVILEGED=1 (CI) a missing privilege is an error, never a skip.
+ * For `describe(name, { skip: skipUnlessPrivileged() }, ...)` around tests that load BPF:
+ * the privileges of privileged.ts plus bpffs. False to run, else the reason to skip;
+ * under HYPHA_REQUIRE_PRIVILEGED=1 (CI) a missing privilege is an error, never a skip.
  */
 export function skipUnlessPrivileged(): string | false {
-  const missing: string[] = [];
-  if (process.getuid?.() !== 0) missing.push('root');
-  if (!isBpffs('/sys/fs/bpf')) missing.push('bpffs on /sys/fs/bpf');
-  if (missing.length === 0) return false;
-  const reason = `needs ${missing.join(' and ')}`;
-  if (process.env.HYPHA_REQUIRE_PRIVILEGED === '1') {
-    throw new Error(`privileged tests must run here (HYPHA_REQUIRE_PRIVILEGED=1) but this process ${reason}`);
+  const reason =
+    privilegeProblem() ?? (isBpffs('/sys/fs/bpf') ? null : 'bpffs is not mounted on /sys/fs/bpf');
+  if (reason === null) return false;
+  if (privilegedRequired) {
+    throw new Error(`privileged tests must run here (HYPHA_REQUIRE_PRIVILEGED=1), but: ${reason}`);
   }
   return reason;
 }
