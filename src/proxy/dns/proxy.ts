@@ -1,0 +1,320 @@
+/**
+ * The DNS proxy. Pod DNS traffic under a `dns` rule arrives here (redirected by the
+ * datapath). A query for a name no rule allows is answered REFUSED, as Cilium does; an
+ * allowed one is forwarded to the DNS server the pod asked, and the answer is handed to
+ * `onAnswer` -- which updates FQDN identities and policy maps -- and only then released
+ * to the pod, so the pod can never race its own policy. Malformed queries get FORMERR,
+ * malformed or missing upstream answers SERVFAIL; every outcome is a DNS record for flows.
+ */
+import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import {
+  DnsFormatError,
+  type DnsMessage,
+  decodeMessage,
+  encodeForUdp,
+  encodeMessage,
+  RCode,
+  RRType,
+  responseTo,
+} from '../../dns/message.js';
+
+export interface DnsTarget {
+  /** The DNS server the pod asked (the original destination). */
+  upstream: { host: string; port: number };
+  /** Whether the rules for this pod and server allow the name. */
+  allows(name: string): boolean;
+  /** The pod's endpoint, for records and for attributing learned IPs. */
+  endpointId: number;
+  identity: number;
+}
+
+export interface DnsAnswer {
+  endpointId: number;
+  name: string;
+  ips: string[];
+  /** The smallest TTL among the answer's A/AAAA records, seconds. */
+  ttl: number;
+}
+
+export interface DnsRecord {
+  type: 'query' | 'response';
+  verdict: 'forwarded' | 'refused' | 'error';
+  name: string;
+  qtypes: string[];
+  rcode?: number;
+  ips?: string[];
+  ttl?: number;
+  source: { ip: string; port: number };
+  endpointId?: number;
+  identity?: number;
+  reason?: string;
+  /** Query to response, nanoseconds. */
+  latencyNs?: number;
+  transport: 'udp' | 'tcp';
+}
+
+export interface DnsProxyOptions {
+  /** Finds the pod and the rules from the client address (and the local address it reached). */
+  resolve(client: { ip: string; port: number }, local: { ip: string; port: number }): DnsTarget | undefined;
+  /** Must finish before the answer goes to the pod (policy updates). */
+  onAnswer?(a: DnsAnswer): Promise<void> | void;
+  onRecord?(r: DnsRecord): void;
+  /** How long to wait for the upstream server. */
+  upstreamTimeoutMs?: number;
+}
+
+export interface DnsProxy {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+const QTYPE = (t: number) => Object.entries(RRType).find(([, v]) => v === t)?.[0] ?? `TYPE${t}`;
+
+function answerOf(m: DnsMessage, endpointId: number): DnsAnswer | undefined {
+  const q = m.questions[0];
+  if (!q) return undefined;
+  const ips: string[] = [];
+  let ttl = Number.POSITIVE_INFINITY;
+  for (const rr of m.answers) {
+    if (rr.data.kind === 'a' || rr.data.kind === 'aaaa') {
+      ips.push(rr.data.address);
+      ttl = Math.min(ttl, rr.ttl);
+    }
+  }
+  return ips.length ? { endpointId, name: q.name, ips, ttl } : undefined;
+}
+
+/** Sends a query to the upstream over UDP or TCP and returns the raw answer. */
+function askUpstream(
+  bytes: Uint8Array,
+  up: { host: string; port: number },
+  transport: 'udp' | 'tcp',
+  timeoutMs: number,
+): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => done(new Error(`upstream ${up.host}:${up.port} did not answer in ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    let cleanup = () => {};
+    const done = (err: Error | undefined, data?: Uint8Array) => {
+      clearTimeout(timer);
+      cleanup();
+      if (err) reject(err);
+      else resolve(data!);
+    };
+    if (transport === 'udp') {
+      const s = createSocket('udp4');
+      cleanup = () => s.close();
+      s.on('error', (e) => done(e));
+      s.on('message', (m) => done(undefined, m));
+      s.send(bytes, up.port, up.host);
+    } else {
+      const s = connect(up.port, up.host);
+      cleanup = () => s.destroy();
+      let buf = Buffer.alloc(0);
+      s.on('error', (e) => done(e));
+      s.on('data', (d) => {
+        buf = Buffer.concat([buf, d]);
+        if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0))
+          done(undefined, buf.subarray(2, 2 + buf.readUInt16BE(0)));
+      });
+      const frame = Buffer.alloc(2 + bytes.length);
+      frame.writeUInt16BE(bytes.length);
+      frame.set(bytes, 2);
+      s.write(frame);
+    }
+  });
+}
+
+export async function startDnsProxy(host: string, port: number, o: DnsProxyOptions): Promise<DnsProxy> {
+  const timeoutMs = o.upstreamTimeoutMs ?? 2000;
+  const record = (r: DnsRecord) => o.onRecord?.(r);
+
+  /** The whole exchange for one query; returns the response to send, or undefined for none. */
+  async function exchange(
+    bytes: Uint8Array,
+    client: { ip: string; port: number },
+    local: { ip: string; port: number },
+    transport: 'udp' | 'tcp',
+  ): Promise<DnsMessage | undefined> {
+    const started = process.hrtime.bigint();
+    let q: DnsMessage;
+    try {
+      q = decodeMessage(bytes);
+    } catch (err) {
+      if (!(err instanceof DnsFormatError) || bytes.length < 12) return undefined;
+      record({
+        type: 'query',
+        verdict: 'error',
+        name: '',
+        qtypes: [],
+        rcode: RCode.FormErr,
+        source: client,
+        reason: err.message,
+        transport,
+      });
+      const id = (bytes[0]! << 8) | bytes[1]!;
+      return responseTo(
+        {
+          id,
+          qr: false,
+          opcode: 0,
+          aa: false,
+          tc: false,
+          rd: true,
+          ra: false,
+          rcode: 0,
+          questions: [],
+          answers: [],
+          authorities: [],
+          additionals: [],
+        },
+        RCode.FormErr,
+      );
+    }
+    if (q.qr) return undefined;
+    const name = q.questions[0]?.name ?? '';
+    const qtypes = q.questions.map((x) => QTYPE(x.type));
+    const target = o.resolve(client, local);
+    const base = { name, qtypes, source: client, transport } as const;
+    if (!target) {
+      record({
+        ...base,
+        type: 'query',
+        verdict: 'refused',
+        rcode: RCode.Refused,
+        reason: 'no DNS redirect for this client',
+      });
+      return responseTo(q, RCode.Refused);
+    }
+    const who = { endpointId: target.endpointId, identity: target.identity };
+    if (q.questions.length !== 1 || !target.allows(name)) {
+      record({
+        ...base,
+        ...who,
+        type: 'query',
+        verdict: 'refused',
+        rcode: RCode.Refused,
+        reason: 'name not allowed by any dns rule',
+      });
+      return responseTo(q, RCode.Refused);
+    }
+    record({ ...base, ...who, type: 'query', verdict: 'forwarded' });
+    let answer: DnsMessage;
+    let raw: Uint8Array;
+    try {
+      raw = await askUpstream(bytes, target.upstream, transport, timeoutMs);
+      answer = decodeMessage(raw);
+      if (answer.id !== q.id) throw new DnsFormatError(`upstream answered id ${answer.id} to query ${q.id}`);
+    } catch (err) {
+      record({
+        ...base,
+        ...who,
+        type: 'response',
+        verdict: 'error',
+        rcode: RCode.ServFail,
+        reason: (err as Error).message,
+        transport,
+      });
+      return responseTo(q, RCode.ServFail);
+    }
+    const learned = answerOf(answer, target.endpointId);
+    if (learned && o.onAnswer) {
+      try {
+        await o.onAnswer(learned);
+      } catch (err) {
+        // Policy could not take the IPs: the pod would be refused at L3 anyway; say so now.
+        record({
+          ...base,
+          ...who,
+          type: 'response',
+          verdict: 'error',
+          rcode: RCode.ServFail,
+          reason: `policy update failed: ${(err as Error).message}`,
+        });
+        return responseTo(q, RCode.ServFail);
+      }
+    }
+    record({
+      ...base,
+      ...who,
+      type: 'response',
+      verdict: 'forwarded',
+      rcode: answer.rcode,
+      ips: learned?.ips ?? [],
+      ...(learned ? { ttl: learned.ttl } : {}),
+      latencyNs: Number(process.hrtime.bigint() - started),
+    });
+    return answer;
+  }
+
+  const udp: UdpSocket = createSocket('udp4');
+  udp.on('error', () => {});
+  udp.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
+    const addr = udp.address();
+    exchange(msg, { ip: rinfo.address, port: rinfo.port }, { ip: addr.address, port: addr.port }, 'udp').then(
+      (r) => r && udp.send(encodeForUdp(r), rinfo.port, rinfo.address),
+      () => {},
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    udp.once('error', reject);
+    udp.bind(port, host, () => {
+      udp.off('error', reject);
+      resolve();
+    });
+  });
+  const bound = udp.address().port;
+
+  const conns = new Set<Socket>();
+  const tcp: Server = createServer((sock) => {
+    conns.add(sock);
+    sock.on('close', () => conns.delete(sock));
+    sock.on('error', () => sock.destroy());
+    sock.setTimeout(10_000, () => sock.destroy());
+    let pending = Buffer.alloc(0);
+    let chain = Promise.resolve();
+    sock.on('data', (chunk) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 2 && pending.length >= 2 + pending.readUInt16BE(0)) {
+        const msg = pending.subarray(2, 2 + pending.readUInt16BE(0));
+        pending = pending.subarray(2 + msg.length);
+        const client = { ip: sock.remoteAddress ?? '', port: sock.remotePort ?? 0 };
+        const local = { ip: sock.localAddress ?? '', port: sock.localPort ?? 0 };
+        // Answers go back in query order, as clients pipelining over TCP expect.
+        chain = chain.then(async () => {
+          const r = await exchange(msg, client, local, 'tcp');
+          if (!r) {
+            sock.destroy();
+            return;
+          }
+          const out = encodeMessage(r);
+          const frame = Buffer.alloc(2 + out.length);
+          frame.writeUInt16BE(out.length);
+          frame.set(out, 2);
+          sock.write(frame);
+        });
+      }
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    tcp.once('error', reject);
+    tcp.listen(bound, host, () => {
+      tcp.off('error', reject);
+      resolve();
+    });
+  });
+
+  return {
+    port: bound,
+    async close() {
+      for (const c of conns) c.destroy();
+      await Promise.all([
+        new Promise<void>((r) => udp.close(() => r())),
+        new Promise<void>((r) => tcp.close(() => r())),
+      ]);
+    },
+  };
+}
