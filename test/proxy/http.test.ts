@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { createHttpProxy, type HttpProxy, type HttpRecord } from '../../src/proxy/http/proxy.js';
-import { CompiledRuleSet } from '../../src/proxy/http/rules.js';
+import { CompiledRuleSet } from '../../src/policy/http.js';
 
 const FRONTEND = 1001;
 const OTHER = 1002;

@@ -17,7 +17,7 @@ import {
   type ServerResponse,
 } from 'node:http';
 import type { Socket } from 'node:net';
-import type { CompiledRuleSet, HeaderEdit, HttpRequestView } from './rules.js';
+import type { CompiledRuleSet, HeaderEdit, HttpRequestView } from '../../policy/http.js';
 
 export interface ProxyTarget {
   /** Where the client was going. */
