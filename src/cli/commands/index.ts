@@ -1,6 +1,7 @@
 import type { Command } from '../command.js';
 import { bpfMapCommands } from './bpf-maps.js';
 import { demoCommands } from './demo.js';
+import { policyCommands } from './policy.js';
 
 /** Every subcommand of `hypha`. Each feature area adds its own module here. */
-export const commands: readonly Command[] = [...bpfMapCommands, ...demoCommands];
+export const commands: readonly Command[] = [...bpfMapCommands, ...demoCommands, ...policyCommands];

@@ -1,0 +1,185 @@
+import { UsageError } from '../../errors.js';
+import { loadManifests } from '../../k8s/manifests.js';
+import {
+  buildOfflineWorld,
+  type DirectionTrace,
+  findWorkload,
+  formatOrigin,
+  lookupEntry,
+  type OfflineWorld,
+  protoName,
+  trace,
+} from '../../policy/index.js';
+import { type Command, formatTable, type OptionValues } from '../command.js';
+
+const FILES = {
+  type: 'string',
+  short: 'f',
+  multiple: true,
+  value: 'path',
+  description: 'manifest file or folder (repeatable)',
+} as const;
+const OUTPUT = {
+  type: 'string',
+  short: 'o',
+  value: 'format',
+  description: 'output: table (default) or json',
+} as const;
+
+function load(values: OptionValues): OfflineWorld {
+  const paths = (values.file as string[] | undefined) ?? [];
+  if (paths.length === 0) throw new UsageError('-f: give at least one manifest file or folder');
+  const m = loadManifests(paths);
+  const world = buildOfflineWorld(m.docs);
+  world.errors.unshift(...m.errors.map((e) => ({ ...e, object: '(document)' })));
+  return world;
+}
+
+function output(values: OptionValues): 'table' | 'json' {
+  const o = (values.output as string | undefined) ?? 'table';
+  if (o !== 'table' && o !== 'json') throw new UsageError(`--output: "${o}" is not table or json`);
+  return o;
+}
+
+const PROTOCOLS: Record<string, number> = { tcp: 6, udp: 17, sctp: 132, icmp: 1, icmpv6: 58, any: 0 };
+
+function describeDirection(t: DirectionTrace): string {
+  const lines = [
+    `${t.direction === 'egress' ? 'Egress from' : 'Ingress to'} ${t.endpoint}: ${t.verdict.toUpperCase()}`,
+  ];
+  lines.push(`  ${t.reason}`);
+  if (t.l7) lines.push(`  L7: ${t.l7.detail}`);
+  if (t.enforced && t.selectedBy.length)
+    lines.push(`  selected by: ${t.selectedBy.map(formatOrigin).join(', ')}`);
+  return lines.join('\n');
+}
+
+export const policyCommands: Command[] = [
+  {
+    path: ['policy', 'validate'],
+    summary: 'Check policy manifests offline: every error with file, document, object, field and reason',
+    options: { file: FILES, output: OUTPUT },
+    run({ values, stdout, stderr }) {
+      const world = load(values);
+      const format = output(values);
+      if (format === 'json') {
+        stdout.write(
+          `${JSON.stringify({ policies: world.policyCount, errors: world.errors, warnings: world.warnings }, null, 2)}\n`,
+        );
+      } else {
+        for (const e of world.errors) {
+          stderr.write(`${e.file}[${e.index}]: ${e.object}: ${e.field ? `${e.field}: ` : ''}${e.message}\n`);
+        }
+        for (const w of world.warnings) stderr.write(`warning: ${w.file}[${w.index}]: ${w.message}\n`);
+        stdout.write(
+          `${world.policyCount} valid polic${world.policyCount === 1 ? 'y' : 'ies'}, ${world.errors.length} error(s), ${world.warnings.length} warning(s)\n`,
+        );
+      }
+      return world.errors.length ? 1 : 0;
+    },
+  },
+  {
+    path: ['policy', 'trace'],
+    summary: 'Which rule allows or denies a connection, from manifests (like cilium-dbg policy trace)',
+    options: {
+      file: FILES,
+      'src-k8s-pod': {
+        type: 'string',
+        value: 'ns/name',
+        description: 'source pod (or deployment) as namespace/name',
+      },
+      'dst-k8s-pod': { type: 'string', value: 'ns/name', description: 'destination pod (or deployment)' },
+      dport: { type: 'string', value: 'port', description: 'destination port (ICMP: type)' },
+      protocol: { type: 'string', value: 'proto', description: 'tcp (default), udp, sctp, icmp' },
+      'http-method': { type: 'string', value: 'method', description: 'HTTP method, to check L7 rules' },
+      'http-path': { type: 'string', value: 'path', description: 'HTTP path, to check L7 rules' },
+      output: OUTPUT,
+    },
+    run({ values, stdout, stderr }) {
+      const world = load(values);
+      for (const e of world.errors)
+        stderr.write(`warning: skipped ${e.file}[${e.index}]: ${e.object}: ${e.field ?? ''} ${e.message}\n`);
+      const pick = (flag: string) => {
+        const ref = values[flag] as string | undefined;
+        if (!ref) throw new UsageError(`--${flag} is required`);
+        const w = findWorkload(world, ref);
+        if (!w) throw new UsageError(`--${flag}: no pod or workload "${ref}" in the manifests`);
+        return w;
+      };
+      const src = pick('src-k8s-pod');
+      const dst = pick('dst-k8s-pod');
+      const dport = Number(values.dport ?? NaN);
+      if (!Number.isInteger(dport) || dport < 0 || dport > 65535)
+        throw new UsageError(`--dport: "${values.dport ?? ''}" is not a port`);
+      const pname = ((values.protocol as string | undefined) ?? 'tcp').toLowerCase();
+      const protocol = PROTOCOLS[pname];
+      if (protocol === undefined)
+        throw new UsageError(`--protocol: "${pname}" is not tcp, udp, sctp, icmp or icmpv6`);
+      const method = values['http-method'] as string | undefined;
+      const path = values['http-path'] as string | undefined;
+      const r = trace(world.repo, {
+        src,
+        dst,
+        dport,
+        protocol,
+        ...(method || path ? { http: { method: method ?? 'GET', path: path ?? '/' } } : {}),
+      });
+      if (output(values) === 'json') {
+        stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+      } else {
+        stdout.write(
+          `Tracing ${src.name} (identity ${src.identity}) -> ${dst.name} (identity ${dst.identity}) ${protoName(protocol)}/${dport}\n\n` +
+            `${describeDirection(r.egress)}\n${describeDirection(r.ingress)}\n\nFinal verdict: ${r.verdict.toUpperCase()}\n`,
+        );
+      }
+      return r.verdict === 'allowed' ? 0 : 1;
+    },
+  },
+  {
+    path: ['policy', 'matrix'],
+    summary: 'Who may reach whom on which ports, from manifests',
+    options: { file: FILES, output: OUTPUT },
+    run({ values, stdout }) {
+      const world = load(values);
+      const rows: { from: string; to: string; allowed: string[] }[] = [];
+      const all = [...world.workloads.values()];
+      for (const src of all) {
+        const egress = world.repo.evaluate(src).egress;
+        for (const dst of all) {
+          if (src === dst) continue;
+          const ingress = world.repo.evaluate(dst).ingress;
+          const ports = new Set<string>();
+          // Candidate ports: every port any rule mentions, plus the destination's own.
+          const candidates = new Set<string>();
+          for (const e of [...egress.entries.values(), ...ingress.entries.values()]) {
+            if (e.portPrefixLen === 16) candidates.add(`${e.protocol}/${e.port}`);
+          }
+          for (const np of Object.values(dst.namedPorts ?? {}))
+            candidates.add(`${np.protocol === 'UDP' ? 17 : 6}/${np.port}`);
+          for (const c of candidates) {
+            const [p, port] = c.split('/').map(Number) as [number, number];
+            const ok = (dp: typeof egress, peer: number) => {
+              if (!dp.enforced) return true;
+              const e = lookupEntry(dp, peer, p, port);
+              return e !== undefined && e.verdict !== 'deny';
+            };
+            if (ok(egress, dst.identity) && ok(ingress, src.identity)) ports.add(`${protoName(p)}/${port}`);
+          }
+          if (!egress.enforced && !ingress.enforced) ports.add('any');
+          rows.push({ from: src.name, to: dst.name, allowed: [...ports].sort() });
+        }
+      }
+      if (output(values) === 'json') {
+        stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+        return 0;
+      }
+      stdout.write(
+        formatTable(
+          ['FROM', 'TO', 'ALLOWED'],
+          rows.map((r) => [r.from, r.to, r.allowed.join(' ') || '-']),
+        ),
+      );
+      return 0;
+    },
+  },
+];
