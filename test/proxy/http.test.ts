@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { createHttpProxy, type HttpProxy, type HttpRecord } from '../../src/proxy/http/proxy.js';
 import { CompiledRuleSet } from '../../src/policy/http.js';
+import { createHttpProxy, type HttpProxy, type HttpRecord } from '../../src/proxy/http/proxy.js';
 
 const FRONTEND = 1001;
 const OTHER = 1002;
