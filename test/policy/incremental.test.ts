@@ -1,0 +1,91 @@
+/** Incremental recomputation: only affected endpoints change, and the diffs are exact. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { endpointLabels } from '../../src/identity/index.js';
+import { PolicyRepository, parsePolicy } from '../../src/policy/index.js';
+
+const labels = (app: string, ns = 'prod') => endpointLabels({ namespace: ns, podLabels: { app } });
+
+function setup() {
+  const repo = new PolicyRepository();
+  repo.upsertEndpoint({ id: 1, namespace: 'prod', identity: 300, labels: labels('web') });
+  repo.upsertEndpoint({ id: 2, namespace: 'prod', identity: 301, labels: labels('client') });
+  repo.upsertEndpoint({ id: 3, namespace: 'prod', identity: 302, labels: labels('db') });
+  return repo;
+}
+
+const allowClientToWeb = parsePolicy({
+  apiVersion: 'cilium.io/v2',
+  kind: 'CiliumNetworkPolicy',
+  metadata: { name: 'p', namespace: 'prod' },
+  spec: {
+    endpointSelector: { matchLabels: { app: 'web' } },
+    ingress: [
+      {
+        fromEndpoints: [{ matchLabels: { app: 'client' } }],
+        toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }] }],
+      },
+    ],
+  },
+}).policies[0]!;
+
+test('a new policy changes only the endpoints it selects', () => {
+  const repo = setup();
+  const diffs = repo.upsertPolicy(allowClientToWeb);
+  assert.deepEqual(
+    diffs.map((d) => d.endpoint),
+    [1],
+  );
+  assert.deepEqual(
+    diffs[0]!.added.map((e) => [e.direction, e.identity, e.protocol, e.port, e.portPrefixLen, e.verdict]),
+    [['ingress', 301, 6, 8080, 16, 'allow']],
+  );
+  assert.deepEqual(diffs[0]!.enforced, { ingress: true, egress: false });
+  const rule = repo.ruleOf(diffs[0]!.added[0]!.cookie);
+  assert.deepEqual(rule, {
+    kind: 'CiliumNetworkPolicy',
+    namespace: 'prod',
+    name: 'p',
+    path: 'spec.ingress[0]',
+  });
+  assert.deepEqual(repo.upsertPolicy(allowClientToWeb), [], 'applying the same policy twice changes nothing');
+});
+
+test("a pod's labels change and the verdict follows", () => {
+  const repo = setup();
+  repo.upsertPolicy(allowClientToWeb);
+  // The db pod becomes a client: its (new) identity appears in web's entries.
+  const diffs = repo.upsertEndpoint({ id: 3, namespace: 'prod', identity: 303, labels: labels('client') });
+  const web = diffs.find((d) => d.endpoint === 1);
+  assert.ok(web, 'web is recomputed');
+  assert.deepEqual(
+    web.added.map((e) => e.identity),
+    [303],
+  );
+  assert.deepEqual(web.removed, []);
+});
+
+test('deleting a policy removes exactly its entries', () => {
+  const repo = setup();
+  repo.upsertPolicy(allowClientToWeb);
+  const diffs = repo.deletePolicy(allowClientToWeb.origin);
+  assert.equal(diffs.length, 1);
+  assert.equal(diffs[0]!.removed.length, 1);
+  assert.deepEqual(diffs[0]!.enforced, { ingress: false, egress: false });
+  assert.equal(repo.endpointPolicy(1)?.ingress.entries.size, 0);
+});
+
+test('an identity appearing on another node reaches the endpoints whose selectors match it', () => {
+  const repo = setup();
+  repo.upsertPolicy(allowClientToWeb);
+  const diffs = repo.upsertIdentity(999, labels('client'));
+  assert.deepEqual(
+    diffs.map((d) => d.endpoint),
+    [1],
+  );
+  assert.deepEqual(
+    diffs[0]!.added.map((e) => e.identity),
+    [999],
+  );
+  assert.deepEqual(repo.upsertIdentity(1000, labels('unrelated')), []);
+});
