@@ -80,52 +80,54 @@ export function buildOfflineWorld(docs: ManifestDoc[]): OfflineWorld {
   }
   const workloads: OfflineWorld['workloads'] = new Map();
   let nextId = 1;
-  for (const d of docs) {
-    const t = podTemplate(d);
-    if (!t) continue;
-    const namespace = d.namespace ?? 'default';
-    const labels = endpointLabels({
-      namespace,
-      podLabels: t.labels,
-      namespaceLabels: nsLabels.get(namespace) ?? { 'kubernetes.io/metadata.name': namespace },
-      serviceAccount: typeof t.spec.serviceAccountName === 'string' ? t.spec.serviceAccountName : 'default',
-    });
-    const identity = alloc.allocate(labels).id;
-    const ep = {
-      id: nextId++,
-      namespace,
-      labels,
-      identity,
-      namedPorts: namedPorts(t.spec),
-      name: `${namespace}/${d.name}`,
-      kind: d.kind,
-    };
-    workloads.set(ep.name, ep);
-    repo.upsertEndpoint(ep);
-  }
-  for (const d of docs) {
-    if (d.kind !== 'Service') continue;
-    const spec = (d.object.spec ?? {}) as Obj;
-    const svc = {
-      namespace: d.namespace ?? 'default',
-      name: d.name,
-      labels: ((d.object.metadata as Obj)?.labels ?? {}) as Record<string, string>,
-    };
-    repo.upsertService(spec.selector ? { ...svc, selector: spec.selector as Record<string, string> } : svc);
-  }
   let policyCount = 0;
-  for (const d of docs) {
-    if (!POLICY_KINDS.includes(d.kind as never)) continue;
-    try {
-      const parsed = parsePolicy(d.object);
-      for (const p of parsed.policies) repo.upsertPolicy(p);
-      policyCount += parsed.policies.length;
-      for (const w of parsed.warnings) warnings.push({ ...where(d), message: w });
-    } catch (err) {
-      if (!(err instanceof ValidationError)) throw err;
-      errors.push({ ...where(d), object: err.object, field: err.field, message: err.reason });
+  repo.bulk(() => {
+    for (const d of docs) {
+      const t = podTemplate(d);
+      if (!t) continue;
+      const namespace = d.namespace ?? 'default';
+      const labels = endpointLabels({
+        namespace,
+        podLabels: t.labels,
+        namespaceLabels: nsLabels.get(namespace) ?? { 'kubernetes.io/metadata.name': namespace },
+        serviceAccount: typeof t.spec.serviceAccountName === 'string' ? t.spec.serviceAccountName : 'default',
+      });
+      const identity = alloc.allocate(labels).id;
+      const ep = {
+        id: nextId++,
+        namespace,
+        labels,
+        identity,
+        namedPorts: namedPorts(t.spec),
+        name: `${namespace}/${d.name}`,
+        kind: d.kind,
+      };
+      workloads.set(ep.name, ep);
+      repo.upsertEndpoint(ep);
     }
-  }
+    for (const d of docs) {
+      if (d.kind !== 'Service') continue;
+      const spec = (d.object.spec ?? {}) as Obj;
+      const svc = {
+        namespace: d.namespace ?? 'default',
+        name: d.name,
+        labels: ((d.object.metadata as Obj)?.labels ?? {}) as Record<string, string>,
+      };
+      repo.upsertService(spec.selector ? { ...svc, selector: spec.selector as Record<string, string> } : svc);
+    }
+    for (const d of docs) {
+      if (!POLICY_KINDS.includes(d.kind as never)) continue;
+      try {
+        const parsed = parsePolicy(d.object);
+        for (const p of parsed.policies) repo.upsertPolicy(p);
+        policyCount += parsed.policies.length;
+        for (const w of parsed.warnings) warnings.push({ ...where(d), message: w });
+      } catch (err) {
+        if (!(err instanceof ValidationError)) throw err;
+        errors.push({ ...where(d), object: err.object, field: err.field, message: err.reason });
+      }
+    }
+  });
   return { repo, workloads, errors, warnings, policyCount };
 }
 

@@ -137,6 +137,8 @@ export class PolicyRepository {
   readonly #cookieRefs: RuleRef[] = [];
   readonly local = new LocalIdentities();
   mode: EnforcementMode;
+  /** While loading in bulk, endpoints to recompute once at the end. */
+  #pending: Set<number> | undefined;
 
   constructor(opts: { mode?: EnforcementMode } = {}) {
     this.mode = opts.mode ?? 'default';
@@ -165,7 +167,7 @@ export class PolicyRepository {
 
   /** Makes an identity known (a pod with these labels exists somewhere in the cluster). */
   upsertIdentity(id: number, labels: Labels, namedPorts?: IdentityInfo['namedPorts']): EndpointDiff[] {
-    return this.#recompute(this.#learnIdentity(id, labels, namedPorts));
+    return this.#refreshIdentity(this.#learnIdentity(id, labels, namedPorts), id);
   }
 
   /** Records an identity and returns the endpoints whose policy may change. */
@@ -186,17 +188,17 @@ export class PolicyRepository {
     if (!old || id < 256) return [];
     this.#identities.delete(id);
     for (const c of this.#selectorCache.values()) c.ids.delete(id);
-    return this.#recompute(this.#affectedByIdentity([old.labels]));
+    return this.#refreshIdentity(this.#affectedByIdentity([old.labels]), id);
   }
 
   /** Adds or updates a local endpoint (its identity must be known or is made known). */
   upsertEndpoint(ep: PolicyEndpoint): EndpointDiff[] {
     const known = this.#identities.get(ep.identity);
-    const affected =
+    const peers =
       !known || labelsDiffer(known.labels, ep.labels)
         ? this.#learnIdentity(ep.identity, ep.labels, ep.namedPorts)
         : new Set<number>();
-    affected.add(ep.id);
+    peers.delete(ep.id);
     this.#endpoints.set(ep.id, ep);
     for (const [key, p] of this.#policies) {
       const set = this.#selected.get(key) ?? new Set<number>();
@@ -204,7 +206,7 @@ export class PolicyRepository {
       else set.delete(ep.id);
       this.#selected.set(key, set);
     }
-    return this.#recompute(affected);
+    return [...this.#refreshIdentity(peers, ep.identity), ...this.#recompute(new Set([ep.id]))];
   }
 
   deleteEndpoint(id: number): EndpointDiff[] {
@@ -340,10 +342,124 @@ export class PolicyRepository {
     );
   }
 
-  #recompute(ids: Set<number>): EndpointDiff[] {
+  /**
+   * Applies many changes and recomputes each affected endpoint once at the end (initial
+   * sync, a folder of manifests). Returns the combined diffs.
+   */
+  bulk(fn: () => void): EndpointDiff[] {
+    if (this.#pending) {
+      fn();
+      return [];
+    }
+    const pending = new Set<number>();
+    this.#pending = pending;
+    try {
+      fn();
+    } catch (err) {
+      // Whatever was applied before the failure still gets its policy computed.
+      this.#pending = undefined;
+      this.#recompute(pending);
+      throw err;
+    }
+    this.#pending = undefined;
+    return this.#recompute(pending);
+  }
+
+  /**
+   * An identity appeared, changed or went: only the entries for that identity can change
+   * on the endpoints whose rules select it, so only those are computed (as Cilium's
+   * selector cache does), instead of the endpoints' whole policy.
+   */
+  #refreshIdentity(ids: Set<number>, identity: number): EndpointDiff[] {
+    if (this.#pending || ids.size === 0) return this.#recompute(ids);
     const diffs: EndpointDiff[] = [];
-    // Endpoints with the same identity, namespace and named ports get the same policy.
+    const full = new Set<number>();
+    const shared = new Map<
+      EndpointPolicy,
+      { next: EndpointPolicy; diff: Omit<EndpointDiff, 'endpoint'> | undefined }
+    >();
+    for (const id of ids) {
+      const ep = this.#endpoints.get(id);
+      const prev = this.#results.get(id);
+      if (!ep) continue;
+      if (!prev) {
+        full.add(id);
+        continue;
+      }
+      let done = shared.get(prev);
+      if (!done) {
+        const contributions = new Map<string, Contribution[]>();
+        if (this.mode !== 'never') {
+          for (const [key, p] of this.#policies) {
+            if (!this.#selected.get(key)?.has(id)) continue;
+            for (const rule of p.rules)
+              if (this.#ruleCovers(rule, identity)) this.#ruleEntries(ep, p, rule, contributions, identity);
+          }
+        }
+        // Every endpoint sharing this result has the same selecting policies, so all of
+        // them are in `ids`: the shared result is updated in place, entries of this
+        // identity only (found through a per-identity index, not a scan).
+        const added: PolicyEntry[] = [];
+        const removed: PolicyEntry[] = [];
+        const fresh = new Map<string, PolicyEntry>();
+        for (const [k, cs] of contributions) fresh.set(k, resolve(cs));
+        for (const dir of DIRECTIONS) {
+          const dp = prev[dir];
+          const index = identityIndex(dp);
+          for (const k of [...(index.get(identity) ?? [])]) {
+            const old = dp.entries.get(k)!;
+            const now = fresh.get(k);
+            if (now && sameEntry(old, now)) {
+              fresh.delete(k);
+              continue;
+            }
+            removed.push(old);
+            dp.entries.delete(k);
+            index.get(identity)!.delete(k);
+          }
+        }
+        for (const [k, e] of fresh) {
+          const dp = prev[e.direction];
+          dp.entries.set(k, e);
+          const index = identityIndex(dp);
+          const set = index.get(identity) ?? new Set<string>();
+          set.add(k);
+          index.set(identity, set);
+          added.push(e);
+        }
+        done = { next: prev, diff: added.length || removed.length ? { added, removed } : undefined };
+        shared.set(prev, done);
+      }
+      if (done.diff) diffs.push({ endpoint: id, ...done.diff });
+    }
+    return [...diffs, ...this.#recompute(full)];
+  }
+
+  /** Whether a rule's peers (after fromRequires) include one identity. */
+  #ruleCovers(rule: Rule, identity: number): boolean {
+    if (rule.peers === 'all') return false; // its entries are for "any", which no identity change touches
+    const info = this.#identities.get(identity);
+    const hit = rule.peers.some((peer) => {
+      if (peer.type === 'endpoints') return this.#selectorIds(peer.selector).has(identity);
+      const ids = this.#resolvePeer(peer);
+      return ids !== 'any' && [...ids].includes(identity);
+    });
+    return hit && rule.requires.every((s) => info !== undefined && matches(s, info.labels));
+  }
+
+  #recompute(ids: Set<number>): EndpointDiff[] {
+    if (this.#pending) {
+      for (const id of ids) this.#pending.add(id);
+      return [];
+    }
+    const diffs: EndpointDiff[] = [];
+    // Endpoints with the same identity, namespace and named ports get the same policy,
+    // and endpoints that had the same policy before get the same difference.
     const shared = new Map<string, EndpointPolicy>();
+    const sharedDiffs = new Map<
+      EndpointPolicy | undefined,
+      Map<EndpointPolicy, Omit<EndpointDiff, 'endpoint'> | undefined>
+    >();
     for (const id of ids) {
       const ep = this.#endpoints.get(id);
       if (!ep) continue;
@@ -357,8 +473,17 @@ export class PolicyRepository {
       }
       const prev = this.#results.get(id);
       this.#results.set(id, next);
-      const d = diffPolicies(id, prev, next);
-      if (d) diffs.push(d);
+      let byNext = sharedDiffs.get(prev);
+      if (!byNext) {
+        byNext = new Map();
+        sharedDiffs.set(prev, byNext);
+      }
+      let d = byNext.get(next);
+      if (!byNext.has(next)) {
+        d = diffPolicies(prev, next);
+        byNext.set(next, d);
+      }
+      if (d) diffs.push({ endpoint: id, ...d });
     }
     return diffs;
   }
@@ -395,10 +520,16 @@ export class PolicyRepository {
     return out;
   }
 
-  #ruleEntries(ep: PolicyEndpoint, p: Policy, rule: Rule, into: Map<string, Contribution[]>): void {
-    let identities = this.#peerIdentities(rule);
+  #ruleEntries(
+    ep: PolicyEndpoint,
+    p: Policy,
+    rule: Rule,
+    into: Map<string, Contribution[]>,
+    only?: number,
+  ): void {
+    let identities: Set<number> | 'any' = only !== undefined ? new Set([only]) : this.#peerIdentities(rule);
     if (identities !== 'any' && identities.size === 0) return;
-    if (rule.requires.length) {
+    if (rule.requires.length && only === undefined) {
       const base = identities === 'any' ? new Set(this.#identities.keys()) : identities;
       identities = new Set(
         [...base].filter((id) =>
@@ -604,15 +735,14 @@ function sameEntry(a: PolicyEntry, b: PolicyEntry): boolean {
     a.cookie === b.cookie &&
     a.authType === b.authType &&
     a.proxy === b.proxy &&
-    JSON.stringify(a.l7) === JSON.stringify(b.l7)
+    (a.l7 === b.l7 || JSON.stringify(a.l7) === JSON.stringify(b.l7))
   );
 }
 
 function diffPolicies(
-  id: number,
   prev: EndpointPolicy | undefined,
   next: EndpointPolicy,
-): EndpointDiff | undefined {
+): Omit<EndpointDiff, 'endpoint'> | undefined {
   const added: PolicyEntry[] = [];
   const removed: PolicyEntry[] = [];
   for (const dir of DIRECTIONS) {
@@ -630,9 +760,26 @@ function diffPolicies(
   }
   const enforcedChanged = !prev || DIRECTIONS.some((d) => prev[d].enforced !== next[d].enforced);
   if (!added.length && !removed.length && !enforcedChanged) return undefined;
-  const d: EndpointDiff = { endpoint: id, added, removed };
+  const d: Omit<EndpointDiff, 'endpoint'> = { added, removed };
   if (enforcedChanged) d.enforced = { ingress: next.ingress.enforced, egress: next.egress.enforced };
   return d;
+}
+
+const identityIndexes = new WeakMap<DirectionPolicy, Map<number, Set<string>>>();
+
+/** Entry keys by peer identity, built on first use and kept up to date by #refreshIdentity. */
+function identityIndex(dp: DirectionPolicy): Map<number, Set<string>> {
+  let index = identityIndexes.get(dp);
+  if (!index) {
+    index = new Map();
+    for (const [k, e] of dp.entries) {
+      const set = index.get(e.identity) ?? new Set<string>();
+      set.add(k);
+      index.set(e.identity, set);
+    }
+    identityIndexes.set(dp, index);
+  }
+  return index;
 }
 
 function labelsDiffer(a: Labels, b: Labels): boolean {
