@@ -132,6 +132,8 @@ export class PolicyRepository {
   readonly #results = new Map<number, EndpointPolicy>();
   /** Which endpoints each policy selects. */
   readonly #selected = new Map<string, Set<number>>();
+  /** The other way round: the policies selecting each endpoint. */
+  readonly #selecting = new Map<number, Set<string>>();
   readonly #selectorCache = new Map<string, { selector: LabelSelector; ids: Set<number> }>();
   readonly #cookies = new Map<string, number>();
   readonly #cookieRefs: RuleRef[] = [];
@@ -149,18 +151,17 @@ export class PolicyRepository {
   /** Adds or replaces a policy; returns the changes to affected endpoints. */
   upsertPolicy(p: Policy): EndpointDiff[] {
     const key = policyKey(p.origin);
-    const before = this.#selected.get(key) ?? new Set<number>();
+    const before = new Set(this.#selected.get(key) ?? []);
     this.#policies.set(key, p);
-    const now = new Set<number>();
-    for (const ep of this.#endpoints.values()) if (this.#selects(p, ep)) now.add(ep.id);
-    this.#selected.set(key, now);
-    return this.#recompute(new Set([...before, ...now]));
+    for (const ep of this.#endpoints.values()) this.#setSelected(key, ep.id, this.#selects(p, ep));
+    return this.#recompute(new Set([...before, ...(this.#selected.get(key) ?? [])]));
   }
 
   deletePolicy(origin: PolicyOrigin): EndpointDiff[] {
     const key = policyKey(origin);
-    const before = this.#selected.get(key) ?? new Set<number>();
+    const before = new Set(this.#selected.get(key) ?? []);
     this.#policies.delete(key);
+    for (const id of before) this.#setSelected(key, id, false);
     this.#selected.delete(key);
     return this.#recompute(before);
   }
@@ -200,12 +201,7 @@ export class PolicyRepository {
         : new Set<number>();
     peers.delete(ep.id);
     this.#endpoints.set(ep.id, ep);
-    for (const [key, p] of this.#policies) {
-      const set = this.#selected.get(key) ?? new Set<number>();
-      if (this.#selects(p, ep)) set.add(ep.id);
-      else set.delete(ep.id);
-      this.#selected.set(key, set);
-    }
+    for (const [key, p] of this.#policies) this.#setSelected(key, ep.id, this.#selects(p, ep));
     return [...this.#refreshIdentity(peers, ep.identity), ...this.#recompute(new Set([ep.id]))];
   }
 
@@ -213,7 +209,8 @@ export class PolicyRepository {
     const old = this.#results.get(id);
     this.#endpoints.delete(id);
     this.#results.delete(id);
-    for (const set of this.#selected.values()) set.delete(id);
+    for (const key of this.#selecting.get(id) ?? []) this.#selected.get(key)?.delete(id);
+    this.#selecting.delete(id);
     if (!old) return [];
     return [
       { endpoint: id, added: [], removed: [...old.ingress.entries.values(), ...old.egress.entries.values()] },
@@ -308,6 +305,29 @@ export class PolicyRepository {
 
   // ---------------------------------------------------------------- internals
 
+  #setSelected(key: string, id: number, selected: boolean): void {
+    const eps = this.#selected.get(key);
+    const pols = this.#selecting.get(id);
+    if (!selected) {
+      eps?.delete(id);
+      pols?.delete(key);
+      return;
+    }
+    if (eps) eps.add(id);
+    else this.#selected.set(key, new Set([id]));
+    if (pols) pols.add(key);
+    else this.#selecting.set(id, new Set([key]));
+  }
+
+  #selectingPolicies(id: number): Policy[] {
+    const out: Policy[] = [];
+    for (const key of this.#selecting.get(id) ?? []) {
+      const p = this.#policies.get(key);
+      if (p) out.push(p);
+    }
+    return out;
+  }
+
   #selects(p: Policy, ep: PolicyEndpoint): boolean {
     if (p.subject.namespace !== undefined && p.subject.namespace !== ep.namespace) return false;
     if (p.subject.nodeSelector)
@@ -390,8 +410,7 @@ export class PolicyRepository {
       if (!done) {
         const contributions = new Map<string, Contribution[]>();
         if (this.mode !== 'never') {
-          for (const [key, p] of this.#policies) {
-            if (!this.#selected.get(key)?.has(id)) continue;
+          for (const p of this.#selectingPolicies(id)) {
             for (const rule of p.rules)
               if (this.#ruleCovers(rule, identity)) this.#ruleEntries(ep, p, rule, contributions, identity);
           }
@@ -467,7 +486,7 @@ export class PolicyRepository {
       let next = shared.get(sig);
       if (!next) {
         const selecting: Policy[] = [];
-        for (const [key, p] of this.#policies) if (this.#selected.get(key)?.has(id)) selecting.push(p);
+        selecting.push(...this.#selectingPolicies(id));
         next = this.#compute(ep, selecting);
         shared.set(sig, next);
       }
