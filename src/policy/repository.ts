@@ -93,6 +93,7 @@ export interface ServiceInfo {
   ips?: string[];
 }
 
+/** A change to one endpoint's entries. A list of diffs applies in order (removed, then added, per diff). */
 export interface EndpointDiff {
   endpoint: number;
   added: PolicyEntry[];
@@ -199,7 +200,6 @@ export class PolicyRepository {
       !known || labelsDiffer(known.labels, ep.labels)
         ? this.#learnIdentity(ep.identity, ep.labels, ep.namedPorts)
         : new Set<number>();
-    peers.delete(ep.id);
     this.#endpoints.set(ep.id, ep);
     for (const [key, p] of this.#policies) this.#setSelected(key, ep.id, this.#selects(p, ep));
     return [...this.#refreshIdentity(peers, ep.identity), ...this.#recompute(new Set([ep.id]))];
@@ -533,8 +533,16 @@ export class PolicyRepository {
         }
       }
       const entries = new Map<string, PolicyEntry>();
-      for (const [key, cs] of contributions) entries.set(key, resolve(cs));
+      const index = new Map<number, Set<string>>();
+      for (const [key, cs] of contributions) {
+        const e = resolve(cs);
+        entries.set(key, e);
+        const set = index.get(e.identity);
+        if (set) set.add(key);
+        else index.set(e.identity, new Set([key]));
+      }
       out[dir] = { enforced, selectedBy: enforcing.map((p) => p.origin), entries };
+      identityIndexes.set(out[dir], index);
     }
     return out;
   }

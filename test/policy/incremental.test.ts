@@ -89,3 +89,32 @@ test('an identity appearing on another node reaches the endpoints whose selector
   );
   assert.deepEqual(repo.upsertIdentity(1000, labels('unrelated')), []);
 });
+
+test('applying the diffs in order always reproduces the computed entries', () => {
+  const repo = setup();
+  const state = new Map<number, Map<string, string>>();
+  const apply = (diffs: ReturnType<typeof repo.computeAll>) => {
+    for (const d of diffs) {
+      const m = state.get(d.endpoint) ?? new Map<string, string>();
+      for (const e of d.removed)
+        m.delete(`${e.direction}|${e.identity}|${e.protocol}|${e.port}/${e.portPrefixLen}`);
+      for (const e of d.added)
+        m.set(`${e.direction}|${e.identity}|${e.protocol}|${e.port}/${e.portPrefixLen}`, e.verdict);
+      state.set(d.endpoint, m);
+    }
+  };
+  apply(repo.computeAll());
+  apply(repo.upsertPolicy(allowClientToWeb));
+  // Endpoint 2 (a client) turns into a web pod while its old identity stays selected.
+  apply(repo.upsertEndpoint({ id: 2, namespace: 'prod', identity: 300, labels: labels('web') }));
+  apply(repo.upsertEndpoint({ id: 4, namespace: 'prod', identity: 301, labels: labels('client') }));
+  apply(repo.upsertIdentity(555, labels('client')));
+  apply(repo.deleteIdentity(555));
+  for (const id of [1, 2, 3, 4]) {
+    const p = repo.endpointPolicy(id)!;
+    const want = new Map(
+      [...p.ingress.entries, ...p.egress.entries].map(([k, e]) => [k, e.verdict] as [string, string]),
+    );
+    assert.deepEqual(state.get(id) ?? new Map(), want, `endpoint ${id}`);
+  }
+});
