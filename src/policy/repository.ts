@@ -135,6 +135,7 @@ export class PolicyRepository {
   readonly #selected = new Map<string, Set<number>>();
   /** The other way round: the policies selecting each endpoint. */
   readonly #selecting = new Map<number, Set<string>>();
+  readonly #byNamespace = new Map<string, Set<number>>();
   readonly #selectorCache = new Map<string, { selector: LabelSelector; ids: Set<number> }>();
   readonly #cookies = new Map<string, number>();
   readonly #cookieRefs: RuleRef[] = [];
@@ -154,7 +155,16 @@ export class PolicyRepository {
     const key = policyKey(p.origin);
     const before = new Set(this.#selected.get(key) ?? []);
     this.#policies.set(key, p);
-    for (const ep of this.#endpoints.values()) this.#setSelected(key, ep.id, this.#selects(p, ep));
+    for (const id of before) this.#setSelected(key, id, false);
+    // A namespaced policy can only select endpoints of its namespace.
+    const candidates =
+      p.subject.namespace !== undefined
+        ? (this.#byNamespace.get(p.subject.namespace) ?? [])
+        : this.#endpoints.keys();
+    for (const id of candidates) {
+      const ep = this.#endpoints.get(id);
+      if (ep && this.#selects(p, ep)) this.#setSelected(key, id, true);
+    }
     return this.#recompute(new Set([...before, ...(this.#selected.get(key) ?? [])]));
   }
 
@@ -200,13 +210,22 @@ export class PolicyRepository {
       !known || labelsDiffer(known.labels, ep.labels)
         ? this.#learnIdentity(ep.identity, ep.labels, ep.namedPorts)
         : new Set<number>();
+    const previous = this.#endpoints.get(ep.id);
+    if (previous && previous.namespace !== ep.namespace)
+      this.#byNamespace.get(previous.namespace)?.delete(ep.id);
     this.#endpoints.set(ep.id, ep);
-    for (const [key, p] of this.#policies) this.#setSelected(key, ep.id, this.#selects(p, ep));
+    const inNs = this.#byNamespace.get(ep.namespace);
+    if (inNs) inNs.add(ep.id);
+    else this.#byNamespace.set(ep.namespace, new Set([ep.id]));
+    for (const key of [...(this.#selecting.get(ep.id) ?? [])]) this.#setSelected(key, ep.id, false);
+    for (const [key, p] of this.#policies) if (this.#selects(p, ep)) this.#setSelected(key, ep.id, true);
     return [...this.#refreshIdentity(peers, ep.identity), ...this.#recompute(new Set([ep.id]))];
   }
 
   deleteEndpoint(id: number): EndpointDiff[] {
     const old = this.#results.get(id);
+    const ep = this.#endpoints.get(id);
+    if (ep) this.#byNamespace.get(ep.namespace)?.delete(id);
     this.#endpoints.delete(id);
     this.#results.delete(id);
     for (const key of this.#selecting.get(id) ?? []) this.#selected.get(key)?.delete(id);
@@ -729,6 +748,19 @@ interface Contribution {
 
 /** Deny beats everything; L7 makes a redirect (plain allows at the same key allow all of L7); then auth. */
 function resolve(cs: Contribution[]): PolicyEntry {
+  // The common case, one plain rule: its entry (made fresh for this computation) is the answer.
+  if (cs.length === 1) {
+    const c = cs[0]!;
+    if (c.deny) c.entry.verdict = 'deny';
+    else if (!c.l7?.http && !c.l7?.dns) {
+      if (c.authType !== undefined) {
+        c.entry.verdict = 'auth';
+        c.entry.authType = c.authType;
+      }
+      return c.entry;
+    }
+    if (c.deny) return c.entry;
+  }
   const deny = cs.find((c) => c.deny);
   if (deny) return { ...deny.entry, verdict: 'deny' };
   const l7s = cs.filter((c) => c.l7?.http || c.l7?.dns);
