@@ -106,4 +106,6 @@ export interface Policy {
   /** Directions in which selected endpoints become default-deny. */
   enforces: Record<Direction, boolean>;
   labels?: Record<string, string>;
+  /** The spec's `description`, shown by `policy get` and in traces. */
+  description?: string;
 }

@@ -314,6 +314,8 @@ function ciliumSpec(ctx: Ctx, spec: Obj, base: string, origin: Policy['origin'])
   const subject: Policy['subject'] = { selector: subjectSel };
   if (ctx.namespace) subject.namespace = ctx.namespace;
   if (spec.nodeSelector !== undefined) subject.nodeSelector = subjectSel;
+  const description =
+    spec.description === undefined ? undefined : ctx.str(spec.description, `${base}.description`);
   // FQDN rules only see IPs the DNS proxy learns: warn when no DNS rule feeds them.
   if (rules.some((r) => r.peers !== 'all' && r.peers.some((p) => p.type === 'fqdn'))) {
     const hasDns = rules.some((r) => r.portGroups.some((g) => g.l7?.dns?.length));
@@ -323,7 +325,7 @@ function ciliumSpec(ctx: Ctx, spec: Obj, base: string, origin: Policy['origin'])
       );
     }
   }
-  return { origin, subject, rules, enforces };
+  return { origin, subject, rules, enforces, ...(description === undefined ? {} : { description }) };
 }
 
 /** A Cilium endpoint selector: `k8s:`/`any:` prefixes dropped, `reserved:` kept. */

@@ -1,4 +1,5 @@
 import { UsageError } from '../../errors.js';
+import { endpointLabels } from '../../identity/index.js';
 import { loadManifests } from '../../k8s/manifests.js';
 import {
   buildOfflineWorld,
@@ -39,6 +40,35 @@ function output(values: OptionValues): 'table' | 'json' {
   const o = (values.output as string | undefined) ?? 'table';
   if (o !== 'table' && o !== 'json') throw new UsageError(`--output: "${o}" is not table or json`);
   return o;
+}
+
+/** A pseudo-endpoint for a trace from labels (`app=web,io.kubernetes.pod.namespace=prod`) or an identity. */
+function endpointFrom(world: OfflineWorld, side: string, labels?: string, identity?: string) {
+  if (identity !== undefined) {
+    const id = Number(identity);
+    const known = world.repo.identities().find(([i]) => i === id);
+    if (!Number.isInteger(id) || !known)
+      throw new UsageError(`--${side}-identity: ${identity} is not an identity known from the manifests`);
+    const ns = known[1]['io.kubernetes.pod.namespace'] ?? '';
+    return { id: -id, namespace: ns, identity: id, labels: known[1], name: `identity ${id}` };
+  }
+  const parsed: Record<string, string> = {};
+  for (const part of (labels ?? '').split(',').filter(Boolean)) {
+    const [k, v = ''] = part.split('=', 2);
+    if (!k) throw new UsageError(`--${side}-labels: "${part}" is not key=value`);
+    parsed[k.replace(/^k8s:/, '')] = v;
+  }
+  const namespace = parsed['io.kubernetes.pod.namespace'] ?? 'default';
+  const full = endpointLabels({
+    namespace,
+    podLabels: Object.fromEntries(Object.entries(parsed).filter(([k]) => !k.startsWith('io.'))),
+  });
+  const match = world.repo
+    .identities()
+    .find(
+      ([, l]) => JSON.stringify(Object.entries(l).sort()) === JSON.stringify(Object.entries(full).sort()),
+    );
+  return { id: -1, namespace, identity: match?.[0] ?? 0, labels: full, name: `labels ${labels}` };
 }
 
 const PROTOCOLS: Record<string, number> = { tcp: 6, udp: 17, sctp: 132, icmp: 1, icmpv6: 58, any: 0 };
@@ -89,6 +119,18 @@ export const policyCommands: Command[] = [
         description: 'source pod (or deployment) as namespace/name',
       },
       'dst-k8s-pod': { type: 'string', value: 'ns/name', description: 'destination pod (or deployment)' },
+      'src-labels': {
+        type: 'string',
+        value: 'k=v,...',
+        description: 'source as labels (namespace: io.kubernetes.pod.namespace)',
+      },
+      'dst-labels': { type: 'string', value: 'k=v,...', description: 'destination as labels' },
+      'src-identity': {
+        type: 'string',
+        value: 'id',
+        description: 'source as an identity known from the manifests',
+      },
+      'dst-identity': { type: 'string', value: 'id', description: 'destination as an identity' },
       dport: { type: 'string', value: 'port', description: 'destination port (ICMP: type)' },
       protocol: { type: 'string', value: 'proto', description: 'tcp (default), udp, sctp, icmp' },
       'http-method': { type: 'string', value: 'method', description: 'HTTP method, to check L7 rules' },
@@ -99,15 +141,22 @@ export const policyCommands: Command[] = [
       const world = load(values);
       for (const e of world.errors)
         stderr.write(`warning: skipped ${e.file}[${e.index}]: ${e.object}: ${e.field ?? ''} ${e.message}\n`);
-      const pick = (flag: string) => {
-        const ref = values[flag] as string | undefined;
-        if (!ref) throw new UsageError(`--${flag} is required`);
-        const w = findWorkload(world, ref);
-        if (!w) throw new UsageError(`--${flag}: no pod or workload "${ref}" in the manifests`);
-        return w;
+      const pick = (side: 'src' | 'dst') => {
+        const pod = values[`${side}-k8s-pod`] as string | undefined;
+        const labels = values[`${side}-labels`] as string | undefined;
+        const identity = values[`${side}-identity`] as string | undefined;
+        const given = [pod, labels, identity].filter((x) => x !== undefined).length;
+        if (given !== 1)
+          throw new UsageError(`give exactly one of --${side}-k8s-pod, --${side}-labels, --${side}-identity`);
+        if (pod) {
+          const w = findWorkload(world, pod);
+          if (!w) throw new UsageError(`--${side}-k8s-pod: no pod or workload "${pod}" in the manifests`);
+          return w;
+        }
+        return endpointFrom(world, side, labels, identity);
       };
-      const src = pick('src-k8s-pod');
-      const dst = pick('dst-k8s-pod');
+      const src = pick('src');
+      const dst = pick('dst');
       const dport = Number(values.dport ?? NaN);
       if (!Number.isInteger(dport) || dport < 0 || dport > 65535)
         throw new UsageError(`--dport: "${values.dport ?? ''}" is not a port`);
@@ -165,8 +214,8 @@ export const policyCommands: Command[] = [
             };
             if (ok(egress, dst.identity) && ok(ingress, src.identity)) ports.add(`${protoName(p)}/${port}`);
           }
-          if (!egress.enforced && !ingress.enforced) ports.add('any');
-          rows.push({ from: src.name, to: dst.name, allowed: [...ports].sort() });
+          const open = !egress.enforced && !ingress.enforced;
+          rows.push({ from: src.name, to: dst.name, allowed: open ? ['any'] : [...ports].sort() });
         }
       }
       if (output(values) === 'json') {
