@@ -23,7 +23,7 @@ import {
   type Rule,
 } from './model.js';
 import { cidrContains } from './parse.js';
-import { portBlocks } from './ports.js';
+import { blockContains, portBlocks } from './ports.js';
 
 export type Verdict = 'allow' | 'deny' | 'redirect' | 'auth';
 
@@ -441,6 +441,7 @@ export class PolicyRepository {
         const removed: PolicyEntry[] = [];
         const fresh = new Map<string, PolicyEntry>();
         for (const [k, cs] of contributions) fresh.set(k, resolve(cs));
+        propagateDenies(fresh.values());
         for (const dir of DIRECTIONS) {
           const dp = prev[dir];
           const index = identityIndex(dp);
@@ -560,6 +561,7 @@ export class PolicyRepository {
         if (set) set.add(key);
         else index.set(e.identity, new Set([key]));
       }
+      propagateDenies(entries.values());
       out[dir] = { enforced, selectedBy: enforcing.map((p) => p.origin), entries };
       identityIndexes.set(out[dir], index);
     }
@@ -822,6 +824,33 @@ function diffPolicies(
   const d: Omit<EndpointDiff, 'endpoint'> = { added, removed };
   if (enforcedChanged) d.enforced = { ingress: next.ingress.enforced, egress: next.egress.enforced };
   return d;
+}
+
+/**
+ * A deny covering an allow of the same identity and direction turns it into a deny, so a
+ * longest-prefix lookup (the datapath's) can never find the allow and miss the deny.
+ */
+function propagateDenies(entries: Iterable<PolicyEntry>): void {
+  const all = [...entries];
+  const denies = all.filter((e) => e.verdict === 'deny');
+  if (denies.length === 0) return;
+  for (const e of all) {
+    if (e.verdict === 'deny') continue;
+    const d = denies.find(
+      (x) =>
+        x.identity === e.identity &&
+        x.direction === e.direction &&
+        (x.protocol === 0 || x.protocol === e.protocol) &&
+        x.portPrefixLen <= e.portPrefixLen &&
+        blockContains({ port: x.port, prefixLen: x.portPrefixLen }, e.port),
+    );
+    if (!d) continue;
+    e.verdict = 'deny';
+    e.cookie = d.cookie;
+    delete e.proxy;
+    delete e.l7;
+    delete e.authType;
+  }
 }
 
 const identityIndexes = new WeakMap<DirectionPolicy, Map<number, Set<string>>>();

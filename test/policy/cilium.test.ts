@@ -236,3 +236,30 @@ describe('enforcement modes', () => {
     assert.ok(new PolicyRepository({ mode: 'always' }).mode === 'always');
   });
 });
+
+describe('entries for the datapath', () => {
+  test("an allow covered by a deny of the same identity becomes a deny (the datapath's longest match cannot miss it)", () => {
+    const w = world(
+      base +
+        cnp(
+          'allow',
+          webIngress(
+            '    - fromEndpoints: [{matchLabels: {team: a}}]\n      toPorts: [{ports: [{port: "8080", protocol: TCP}]}]',
+          ),
+        ) +
+        cnp(
+          'deny',
+          '  endpointSelector: {matchLabels: {app: web}}\n  ingressDeny:\n    - fromEndpoints: [{matchLabels: {team: a}}]',
+        ),
+    );
+    const web = [...w.workloads.values()].find((x) => x.name === 'prod/web')!;
+    const entries = [...w.repo.evaluate(web).ingress.entries.values()];
+    assert.ok(entries.length >= 2);
+    assert.ok(
+      entries.every((e) => e.verdict === 'deny'),
+      JSON.stringify(entries),
+    );
+    const denyRule = w.repo.ruleOf(entries.find((e) => e.port === 8080)!.cookie);
+    assert.equal(denyRule?.name, 'deny');
+  });
+});

@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * API: connection tracking. Entries are keyed by the tuple of the connection's first
+ * packet plus the scope that saw it (egress of the source endpoint, or ingress of the
+ * destination endpoint): a connection between two local pods passes both policy points,
+ * and each keeps its own entry, so the second one is never skipped because the first
+ * created an entry. A packet matching a reversed tuple is a reply and needs no policy.
+ */
+#ifndef __HYPHA_CONNTRACK_H
+#define __HYPHA_CONNTRACK_H
+
+#include "common.h"
+
+#define CT_SCOPE_EGRESS 1
+#define CT_SCOPE_INGRESS 2
+
+#define CT_F_SYN (1 << 0)
+#define CT_F_ESTABLISHED (1 << 1)
+#define CT_F_CLOSING (1 << 2)
+#define CT_F_REPLY_SEEN (1 << 3)
+
+struct ct_key4 {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 scope;
+	__u8 pad[2];
+};
+
+struct ct_entry {
+	__u64 expires_ns;
+	__u64 last_report_ns;
+	__u64 tx_packets;
+	__u64 tx_bytes;
+	__u64 rx_packets;
+	__u64 rx_bytes;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 cookie;
+	__be16 proxy_port;
+	__u8 flags;
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct ct_key4);
+	__type(value, struct ct_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hypha_ct4 SEC(".maps");
+
+/* Lifetimes in seconds, set at load time (defaults are Cilium's). */
+const volatile __u32 ct_lifetime_tcp = 21600;
+const volatile __u32 ct_lifetime_syn = 60;
+const volatile __u32 ct_lifetime_closing = 10;
+const volatile __u32 ct_lifetime_other = 60;
+/* How often an established connection is reported again, seconds. */
+const volatile __u32 ct_report_interval = 5;
+
+#define NS_PER_SEC 1000000000ULL
+
+__hy_inline __u64 __ct_lifetime(__u8 proto, __u8 flags)
+{
+	if (proto != IPPROTO_TCP)
+		return ct_lifetime_other * NS_PER_SEC;
+	if (flags & CT_F_CLOSING)
+		return ct_lifetime_closing * NS_PER_SEC;
+	if (flags & CT_F_ESTABLISHED)
+		return ct_lifetime_tcp * NS_PER_SEC;
+	return ct_lifetime_syn * NS_PER_SEC;
+}
+
+__hy_inline void ct_reverse(const struct ct_key4 *k, struct ct_key4 *r, __u8 scope)
+{
+	r->saddr = k->daddr;
+	r->daddr = k->saddr;
+	r->sport = k->dport;
+	r->dport = k->sport;
+	r->proto = k->proto;
+	r->scope = scope;
+	r->pad[0] = 0;
+	r->pad[1] = 0;
+}
+
+/*
+ * Updates an entry for a packet in direction `reply` with TCP `tcp_flags` (0 for other
+ * protocols). Returns true when the connection's state changed (worth an event).
+ */
+__hy_inline bool ct_update(struct ct_entry *e, __u8 proto, __u8 tcp_flags, bool reply, __u32 len)
+{
+	__u8 before = e->flags;
+	__u64 now = bpf_ktime_get_ns();
+
+	if (reply) {
+		__sync_fetch_and_add(&e->rx_packets, 1);
+		__sync_fetch_and_add(&e->rx_bytes, len);
+		e->flags |= CT_F_REPLY_SEEN;
+	} else {
+		__sync_fetch_and_add(&e->tx_packets, 1);
+		__sync_fetch_and_add(&e->tx_bytes, len);
+	}
+	if (proto == IPPROTO_TCP) {
+		/* FIN or RST: the connection winds down. ACK with a reply seen: established. */
+		if (tcp_flags & 0x05)
+			e->flags |= CT_F_CLOSING;
+		else if ((tcp_flags & 0x10) && (e->flags & CT_F_REPLY_SEEN))
+			e->flags |= CT_F_ESTABLISHED;
+	} else if (reply) {
+		e->flags |= CT_F_ESTABLISHED;
+	}
+	e->expires_ns = now + __ct_lifetime(proto, e->flags);
+	return e->flags != before;
+}
+
+#endif
