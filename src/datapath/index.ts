@@ -1,0 +1,4 @@
+/** The datapath: map codecs, the endpoint programs and typed operations on their maps. */
+export * from './constants.js';
+export * from './datapath.js';
+export * from './layout.js';
