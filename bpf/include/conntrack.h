@@ -94,13 +94,16 @@ __hy_inline bool ct_update(struct ct_entry *e, __u8 proto, __u8 tcp_flags, bool 
 	__u8 before = e->flags;
 	__u64 now = bpf_ktime_get_ns();
 
+	/* Plain increments: an atomic per packet costs a cache-line bounce between CPUs on
+	 * every segment of a stream, and these counters are for display, not accounting. */
 	if (reply) {
-		__sync_fetch_and_add(&e->rx_packets, 1);
-		__sync_fetch_and_add(&e->rx_bytes, len);
-		e->flags |= CT_F_REPLY_SEEN;
+		e->rx_packets++;
+		e->rx_bytes += len;
+		if (!(e->flags & CT_F_REPLY_SEEN))
+			e->flags |= CT_F_REPLY_SEEN;
 	} else {
-		__sync_fetch_and_add(&e->tx_packets, 1);
-		__sync_fetch_and_add(&e->tx_bytes, len);
+		e->tx_packets++;
+		e->tx_bytes += len;
 	}
 	if (proto == IPPROTO_TCP) {
 		/* FIN or RST: the connection winds down. ACK with a reply seen: established. */
@@ -111,7 +114,9 @@ __hy_inline bool ct_update(struct ct_entry *e, __u8 proto, __u8 tcp_flags, bool 
 	} else if (reply) {
 		e->flags |= CT_F_ESTABLISHED;
 	}
-	e->expires_ns = now + __ct_lifetime(proto, e->flags);
+	/* Refresh the lifetime at most once a second: fewer writes to a shared line. */
+	if (e->expires_ns < now + __ct_lifetime(proto, e->flags) - NS_PER_SEC || e->flags != before)
+		e->expires_ns = now + __ct_lifetime(proto, e->flags);
 	return e->flags != before;
 }
 
