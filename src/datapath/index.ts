@@ -2,3 +2,4 @@
 export * from './constants.js';
 export * from './datapath.js';
 export * from './layout.js';
+export * from './pinned.js';

@@ -1,7 +1,13 @@
 import type { Command } from '../command.js';
+import { bpfCommands } from './bpf.js';
 import { bpfMapCommands } from './bpf-maps.js';
 import { demoCommands } from './demo.js';
 import { policyCommands } from './policy.js';
 
 /** Every subcommand of `hypha`. Each feature area adds its own module here. */
-export const commands: readonly Command[] = [...bpfMapCommands, ...demoCommands, ...policyCommands];
+export const commands: readonly Command[] = [
+  ...bpfCommands,
+  ...bpfMapCommands,
+  ...demoCommands,
+  ...policyCommands,
+];
