@@ -53,17 +53,13 @@ describe('hypha bpf policy/ct/ipcache/metrics on pinned maps', { skip: skipUnles
       removed: [],
     });
     using coll = loadCollection(defaultObjectPath(), { pinPath: `/sys/fs/bpf/hypha/${node}` });
-    const r = coll
-      .program('to_container')
-      .testRun({
-        data: packet({ src: '10.244.0.20', dst: '10.244.0.10', proto: 'tcp', sport: 50000, dport: 8080 }),
-      });
+    const r = coll.program('to_container').testRun({
+      data: packet({ src: '10.244.0.20', dst: '10.244.0.10', proto: 'tcp', sport: 50000, dport: 8080 }),
+    });
     assert.equal(r.retval, TcAct.Ok);
-    coll
-      .program('to_container')
-      .testRun({
-        data: packet({ src: '10.244.0.21', dst: '10.244.0.10', proto: 'tcp', sport: 50000, dport: 22 }),
-      });
+    coll.program('to_container').testRun({
+      data: packet({ src: '10.244.0.21', dst: '10.244.0.10', proto: 'tcp', sport: 50000, dport: 22 }),
+    });
   });
   after(() => {
     dp.destroy();
