@@ -1,0 +1,374 @@
+/**
+ * The agent for one node: IPAM, endpoints, identities, policy and the datapath, driven by
+ * its API (endpoints from the CNI plugin) and a directory of manifests (policies,
+ * namespaces and pods' labels). Watchers record what is wanted; `#sync` computes policy
+ * diffs and writes only those to the maps. Everything the agent must not forget is on
+ * disk before a request is answered, and the maps are pinned: a restarted agent adopts
+ * both and traffic keeps flowing.
+ */
+import { existsSync, watch } from 'node:fs';
+import { join } from 'node:path';
+import { Datapath } from '../datapath/index.js';
+import { errorMessage, ValidationError } from '../errors.js';
+import {
+  endpointLabels,
+  type Identity,
+  type IdentityAllocator,
+  labelsKey,
+  MIN_CLUSTER_IDENTITY,
+} from '../identity/index.js';
+import { loadManifests } from '../k8s/manifests.js';
+import type { Labels } from '../k8s/selector.js';
+import {
+  type EndpointDiff,
+  POLICY_KINDS,
+  type Policy,
+  PolicyRepository,
+  parsePolicy,
+  policyKey,
+} from '../policy/index.js';
+import { HostScopeIpam } from './ipam.js';
+import { readJson, writeJsonAtomic } from './state.js';
+
+export interface AgentConfig {
+  node: string;
+  podCidr: string;
+  stateDir: string;
+  socket: string;
+  pinDir: string;
+  /** Files or folders of manifests: policies, namespaces, pods (for their labels). */
+  manifests: string[];
+}
+
+export interface EndpointRecord {
+  id: number;
+  containerId: string;
+  ifname: string;
+  netns: string;
+  podNamespace: string;
+  podName: string;
+  ip: string;
+  hostIfname: string;
+  hostIfindex: number;
+  labels: Labels;
+  identity: number;
+  state: 'ready' | 'regenerating' | 'not-ready';
+  lastError?: string;
+  policyRevision: number;
+}
+
+export interface EndpointRequest {
+  containerId: string;
+  ifname: string;
+  netns: string;
+  podNamespace: string;
+  podName: string;
+  ip: string;
+  hostIfname: string;
+  hostIfindex: number;
+}
+
+/** Cluster identities that survive restarts: one per label set, from 256 up. */
+class PersistentAllocator implements IdentityAllocator {
+  readonly #byKey: Map<string, number>;
+  readonly #labels = new Map<number, Labels>();
+  constructor(readonly file: string) {
+    this.#byKey = new Map(Object.entries(readJson<Record<string, number>>(file, {})));
+  }
+  allocate(labels: Labels): Identity {
+    const key = labelsKey(labels);
+    let id = this.#byKey.get(key);
+    if (id === undefined) {
+      id = Math.max(MIN_CLUSTER_IDENTITY - 1, ...this.#byKey.values()) + 1;
+      this.#byKey.set(key, id);
+      writeJsonAtomic(this.file, Object.fromEntries(this.#byKey));
+    }
+    this.#labels.set(id, labels);
+    return { id, labels };
+  }
+  release(): void {
+    // Identities are kept until garbage collection (the operator's job in a cluster).
+  }
+  lookup(id: number): Identity | undefined {
+    const labels = this.#labels.get(id);
+    return labels && { id, labels };
+  }
+  all(): Identity[] {
+    return [...this.#labels].map(([id, labels]) => ({ id, labels }));
+  }
+}
+
+export interface AgentStatus {
+  node: string;
+  podCidr: string;
+  ipam: { used: number; capacity: number };
+  endpoints: { total: number; ready: number; notReady: number };
+  policies: number;
+  identities: number;
+  manifests: { errors: string[]; loadedAt?: string };
+  datapath: { pinDir: string; ok: boolean; error?: string };
+}
+
+export class Agent {
+  readonly config: AgentConfig;
+  readonly ipam: HostScopeIpam;
+  readonly repo = new PolicyRepository();
+  readonly #alloc: PersistentAllocator;
+  readonly #endpoints = new Map<string, EndpointRecord>();
+  #datapath: Datapath;
+  #manifestErrors: string[] = [];
+  #manifestsLoadedAt: string | undefined;
+  #podLabels = new Map<string, Labels>();
+  #nsLabels = new Map<string, Labels>();
+  #policyKeys = new Set<string>();
+  #revision = 0;
+  #watchers: ReturnType<typeof watch>[] = [];
+
+  constructor(config: AgentConfig) {
+    this.config = config;
+    this.ipam = new HostScopeIpam(config.podCidr, join(config.stateDir, 'ipam.json'));
+    this.#alloc = new PersistentAllocator(join(config.stateDir, 'identities.json'));
+    this.#datapath = Datapath.open({ pinDir: config.pinDir });
+  }
+
+  get datapath(): Datapath {
+    return this.#datapath;
+  }
+
+  /** Loads manifests and adopts the endpoints a previous run left (re-attaching in place). */
+  start(): void {
+    this.reloadManifests();
+    for (const rec of readJson<EndpointRecord[]>(join(this.config.stateDir, 'endpoints.json'), [])) {
+      this.#endpoints.set(rec.containerId, rec);
+      this.repo.upsertEndpoint({
+        id: rec.id,
+        namespace: rec.podNamespace,
+        identity: rec.identity,
+        labels: rec.labels,
+      });
+    }
+    for (const rec of this.#endpoints.values()) {
+      try {
+        this.#attach(rec);
+      } catch (err) {
+        rec.state = 'not-ready';
+        rec.lastError = `adopting after restart: ${errorMessage(err)}`;
+      }
+    }
+    for (const path of this.config.manifests) {
+      if (!existsSync(path)) continue;
+      let timer: NodeJS.Timeout | undefined;
+      this.#watchers.push(
+        watch(path, { recursive: false }, () => {
+          clearTimeout(timer);
+          timer = setTimeout(() => this.reloadManifests(), 100);
+        }),
+      );
+    }
+  }
+
+  stop(): void {
+    for (const w of this.#watchers) w.close();
+    this.#datapath.close();
+  }
+
+  /** Rereads the manifests. A bad document is reported and skipped; the others apply. */
+  reloadManifests(): void {
+    const m = loadManifests(this.config.manifests.filter((p) => existsSync(p)));
+    const errors = m.errors.map((e) => `${e.file}[${e.index}]: ${e.message}`);
+    const podLabels = new Map<string, Labels>();
+    const nsLabels = new Map<string, Labels>();
+    const policies: Policy[] = [];
+    for (const d of m.docs) {
+      const meta = (d.object.metadata ?? {}) as { labels?: Labels };
+      if (d.kind === 'Namespace')
+        nsLabels.set(d.name, { ...meta.labels, 'kubernetes.io/metadata.name': d.name });
+      else if (d.kind === 'Pod') podLabels.set(`${d.namespace ?? 'default'}/${d.name}`, meta.labels ?? {});
+      else if (POLICY_KINDS.includes(d.kind as never)) {
+        try {
+          policies.push(...parsePolicy(d.object).policies);
+        } catch (err) {
+          if (!(err instanceof ValidationError)) throw err;
+          errors.push(`${d.file}[${d.index}]: ${err.message}`);
+        }
+      }
+    }
+    this.#podLabels = podLabels;
+    this.#nsLabels = nsLabels;
+    this.#manifestErrors = errors;
+    this.#manifestsLoadedAt = new Date().toISOString();
+    const diffs: EndpointDiff[] = [];
+    diffs.push(
+      ...this.repo.bulk(() => {
+        const wanted = new Set(policies.map((p) => policyKey(p.origin)));
+        for (const p of this.repo.policies())
+          if (!wanted.has(policyKey(p.origin))) this.repo.deletePolicy(p.origin);
+        for (const p of policies) this.repo.upsertPolicy(p);
+        this.#policyKeys = wanted;
+        // Labels may have changed: endpoints follow.
+        for (const rec of this.#endpoints.values()) this.#relabel(rec);
+      }),
+    );
+    this.#apply(diffs);
+  }
+
+  #labelsFor(ns: string, pod: string): Labels {
+    return endpointLabels({
+      namespace: ns,
+      podLabels: this.#podLabels.get(`${ns}/${pod}`) ?? {},
+      namespaceLabels: this.#nsLabels.get(ns) ?? { 'kubernetes.io/metadata.name': ns },
+    });
+  }
+
+  #relabel(rec: EndpointRecord): void {
+    const labels = this.#labelsFor(rec.podNamespace, rec.podName);
+    const identity = this.#alloc.allocate(labels).id;
+    if (identity !== rec.identity) {
+      rec.identity = identity;
+      rec.labels = labels;
+      this.#datapath.upsertIpcache(`${rec.ip}/32`, identity);
+      try {
+        this.#datapath.updateEndpoint(rec.hostIfindex, { identity });
+      } catch {
+        // Not attached (yet): #attach writes it.
+      }
+    }
+    this.repo.upsertEndpoint({
+      id: rec.id,
+      namespace: rec.podNamespace,
+      identity: rec.identity,
+      labels: rec.labels,
+    });
+  }
+
+  #apply(diffs: EndpointDiff[]): void {
+    if (diffs.length === 0) return;
+    this.#revision++;
+    const byId = new Map([...this.#endpoints.values()].map((r) => [r.id, r]));
+    for (const d of diffs) {
+      const rec = byId.get(d.endpoint);
+      if (!rec) continue;
+      try {
+        if (d.enforced)
+          this.#datapath.updateEndpoint(rec.hostIfindex, {
+            enforceIngress: d.enforced.ingress,
+            enforceEgress: d.enforced.egress,
+          });
+        this.#datapath.applyPolicy(rec.id, d);
+        rec.state = 'ready';
+        delete rec.lastError;
+        rec.policyRevision = this.#revision;
+      } catch (err) {
+        rec.state = 'not-ready';
+        rec.lastError = `policy: ${errorMessage(err)}`;
+      }
+    }
+    this.#save();
+  }
+
+  #attach(rec: EndpointRecord): void {
+    const pol = this.repo.endpointPolicy(rec.id);
+    this.#datapath.upsertIpcache(`${rec.ip}/32`, rec.identity);
+    this.#datapath.attachEndpoint({
+      id: rec.id,
+      ip4: rec.ip,
+      identity: rec.identity,
+      hostIfname: rec.hostIfname,
+      hostIfindex: rec.hostIfindex,
+      enforceIngress: pol?.ingress.enforced ?? false,
+      enforceEgress: pol?.egress.enforced ?? false,
+    });
+    // The full entry set (idempotent): a restart or a re-add converges on it.
+    const entries = pol ? [...pol.ingress.entries.values(), ...pol.egress.entries.values()] : [];
+    this.#datapath.applyPolicy(rec.id, { added: entries, removed: [] });
+    rec.state = 'ready';
+    rec.policyRevision = this.#revision;
+  }
+
+  #nextId(): number {
+    const used = new Set([...this.#endpoints.values()].map((r) => r.id));
+    for (let id = 1; id < 65535; id++) if (!used.has(id)) return id;
+    throw new Error('no endpoint id left');
+  }
+
+  /** Registers (or re-registers) an endpoint the CNI plugin created. */
+  addEndpoint(req: EndpointRequest): EndpointRecord {
+    const existing = this.#endpoints.get(req.containerId);
+    const labels = this.#labelsFor(req.podNamespace, req.podName);
+    const rec: EndpointRecord = {
+      ...req,
+      id: existing?.id ?? this.#nextId(),
+      labels,
+      identity: this.#alloc.allocate(labels).id,
+      state: 'regenerating',
+      policyRevision: 0,
+    };
+    this.#endpoints.set(req.containerId, rec);
+    this.#save();
+    const diffs = this.repo.upsertEndpoint({
+      id: rec.id,
+      namespace: rec.podNamespace,
+      identity: rec.identity,
+      labels,
+    });
+    try {
+      this.#attach(rec);
+      this.#apply(diffs.filter((d) => d.endpoint !== rec.id));
+    } catch (err) {
+      rec.state = 'not-ready';
+      rec.lastError = errorMessage(err);
+      this.#save();
+      throw err;
+    }
+    this.#save();
+    return rec;
+  }
+
+  removeEndpoint(containerId: string): EndpointRecord | undefined {
+    const rec = this.#endpoints.get(containerId);
+    if (!rec) return undefined;
+    try {
+      this.#datapath.detachEndpoint(rec.id, rec.hostIfindex);
+    } catch {
+      // The veth is gone already: nothing to detach.
+    }
+    this.#datapath.deleteIpcache(`${rec.ip}/32`);
+    this.repo.deleteEndpoint(rec.id);
+    this.#endpoints.delete(containerId);
+    this.#save();
+    return rec;
+  }
+
+  endpoints(): EndpointRecord[] {
+    return [...this.#endpoints.values()].sort((a, b) => a.id - b.id);
+  }
+
+  endpoint(ref: string): EndpointRecord | undefined {
+    return this.#endpoints.get(ref) ?? this.endpoints().find((e) => String(e.id) === ref);
+  }
+
+  status(): AgentStatus {
+    const eps = this.endpoints();
+    return {
+      node: this.config.node,
+      podCidr: this.ipam.cidr,
+      ipam: { used: this.ipam.allocations().length, capacity: this.ipam.capacity },
+      endpoints: {
+        total: eps.length,
+        ready: eps.filter((e) => e.state === 'ready').length,
+        notReady: eps.filter((e) => e.state !== 'ready').length,
+      },
+      policies: this.#policyKeys.size,
+      identities: this.repo.identities().length,
+      manifests: {
+        errors: this.#manifestErrors,
+        ...(this.#manifestsLoadedAt ? { loadedAt: this.#manifestsLoadedAt } : {}),
+      },
+      datapath: { pinDir: this.config.pinDir, ok: true },
+    };
+  }
+
+  #save(): void {
+    writeJsonAtomic(join(this.config.stateDir, 'endpoints.json'), this.endpoints());
+  }
+}

@@ -1,0 +1,103 @@
+/**
+ * The agent API: HTTP+JSON on a root-only unix socket. `handle` serves a request without
+ * a socket (tests call it directly); `serveApi` puts it on the socket.
+ */
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { dirname } from 'node:path';
+import { errorMessage, ValidationError } from '../errors.js';
+import type { Agent, EndpointRequest } from './agent.js';
+import { IpamExhaustedError } from './ipam.js';
+
+export interface ApiResponse {
+  status: number;
+  body: unknown;
+}
+
+function need(o: Record<string, unknown>, field: string, type: 'string' | 'number'): void {
+  if (typeof o[field] !== type) throw new ValidationError('request', field, `is required (${type})`);
+}
+
+export function handle(agent: Agent, method: string, path: string, body: unknown): ApiResponse {
+  try {
+    const parts = path.split('?')[0]!.split('/').filter(Boolean); // ['v1', 'endpoints', id]
+    if (parts[0] !== 'v1') return { status: 404, body: { error: `no route ${path}` } };
+    const route = `${method} /${parts.slice(0, 2).join('/')}${parts[2] ? '/:id' : ''}`;
+    const id = parts[2] ? decodeURIComponent(parts[2]) : '';
+    switch (route) {
+      case 'GET /v1/healthz':
+        return { status: 200, body: { ok: true } };
+      case 'GET /v1/status':
+        return { status: 200, body: agent.status() };
+      case 'POST /v1/ipam': {
+        const o = (body ?? {}) as Record<string, unknown>;
+        need(o, 'owner', 'string');
+        const ip = agent.ipam.allocate(o.owner as string);
+        return { status: 201, body: { ip, gateway: agent.ipam.gateway, cidr: agent.ipam.cidr } };
+      }
+      case 'DELETE /v1/ipam/:id':
+        return { status: 200, body: { released: agent.ipam.release(id) } };
+      case 'GET /v1/endpoints':
+        return { status: 200, body: agent.endpoints() };
+      case 'GET /v1/endpoints/:id': {
+        const ep = agent.endpoint(id);
+        return ep ? { status: 200, body: ep } : { status: 404, body: { error: `no endpoint ${id}` } };
+      }
+      case 'PUT /v1/endpoints/:id': {
+        const o = (body ?? {}) as Record<string, unknown>;
+        for (const f of ['ifname', 'netns', 'podNamespace', 'podName', 'ip', 'hostIfname'] as const)
+          need(o, f, 'string');
+        need(o, 'hostIfindex', 'number');
+        const req = { ...(o as unknown as EndpointRequest), containerId: id };
+        return { status: 200, body: agent.addEndpoint(req) };
+      }
+      case 'DELETE /v1/endpoints/:id': {
+        const ep = agent.removeEndpoint(id);
+        return { status: 200, body: { removed: ep !== undefined } };
+      }
+      default:
+        return { status: 404, body: { error: `no route ${method} ${path}` } };
+    }
+  } catch (err) {
+    if (err instanceof ValidationError)
+      return { status: 400, body: { error: err.message, field: err.field } };
+    if (err instanceof IpamExhaustedError) return { status: 507, body: { error: err.message } };
+    return { status: 500, body: { error: errorMessage(err) } };
+  }
+}
+
+async function readBody(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  const text = Buffer.concat(chunks).toString();
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ValidationError('request', 'body', 'is not JSON');
+  }
+}
+
+/** Serves the API on a unix socket only root can reach (0600 in a 0700 directory). */
+export function serveApi(agent: Agent, socket: string): Promise<Server> {
+  mkdirSync(dirname(socket), { recursive: true, mode: 0o700 });
+  chmodSync(dirname(socket), 0o700);
+  rmSync(socket, { force: true });
+  const server = createServer(async (req, res) => {
+    let r: ApiResponse;
+    try {
+      r = handle(agent, req.method ?? 'GET', req.url ?? '/', await readBody(req));
+    } catch (err) {
+      r = { status: 400, body: { error: errorMessage(err) } };
+    }
+    res.writeHead(r.status, { 'content-type': 'application/json' });
+    res.end(`${JSON.stringify(r.body)}\n`);
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socket, () => {
+      chmodSync(socket, 0o600);
+      resolve(server);
+    });
+  });
+}
