@@ -6,9 +6,10 @@
  * disk before a request is answered, and the maps are pinned: a restarted agent adopts
  * both and traffic keeps flowing.
  */
+import { EventEmitter } from 'node:events';
 import { existsSync, watch } from 'node:fs';
 import { join } from 'node:path';
-import { Datapath } from '../datapath/index.js';
+import { Datapath, type DatapathEvent, decodeEvents, EventType } from '../datapath/index.js';
 import { errorMessage, ValidationError } from '../errors.js';
 import {
   endpointLabels,
@@ -107,6 +108,7 @@ export interface AgentStatus {
   identities: number;
   manifests: { errors: string[]; loadedAt?: string };
   datapath: { pinDir: string; ok: boolean; error?: string };
+  events: { seen: number; dropped: number };
 }
 
 export class Agent {
@@ -123,6 +125,9 @@ export class Agent {
   #policyKeys = new Set<string>();
   #revision = 0;
   #watchers: ReturnType<typeof watch>[] = [];
+  readonly #events = new EventEmitter();
+  #eventsAbort = new AbortController();
+  #eventCounts = { seen: 0, dropped: 0 };
 
   constructor(config: AgentConfig) {
     this.config = config;
@@ -169,7 +174,30 @@ export class Agent {
 
   stop(): void {
     for (const w of this.#watchers) w.close();
+    this.#eventsAbort.abort();
     this.#datapath.close();
+  }
+
+  /** Drains the datapath's events and hands them to subscribers (monitor, flows). */
+  async drainEvents(): Promise<void> {
+    using reader = this.#datapath.eventReader();
+    for await (const batch of reader.batches(this.#eventsAbort.signal)) {
+      for (const ev of decodeEvents(batch)) {
+        this.#eventCounts.seen++;
+        if (ev.type === EventType.Drop) this.#eventCounts.dropped++;
+        this.#events.emit('event', ev);
+      }
+    }
+  }
+
+  /** Calls fn for each datapath event until the signal aborts. */
+  subscribe(fn: (ev: DatapathEvent) => void, signal: AbortSignal): void {
+    this.#events.on('event', fn);
+    signal.addEventListener('abort', () => this.#events.off('event', fn), { once: true });
+  }
+
+  get eventCounts(): { seen: number; dropped: number } {
+    return { ...this.#eventCounts };
   }
 
   /** Rereads the manifests. A bad document is reported and skipped; the others apply. */
@@ -365,6 +393,7 @@ export class Agent {
         ...(this.#manifestsLoadedAt ? { loadedAt: this.#manifestsLoadedAt } : {}),
       },
       datapath: { pinDir: this.config.pinDir, ok: true },
+      events: this.eventCounts,
     };
   }
 

@@ -6,8 +6,13 @@ import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { dirname } from 'node:path';
 import { errorMessage, ValidationError } from '../errors.js';
+import { trace } from '../policy/index.js';
 import type { Agent, EndpointRequest } from './agent.js';
 import { IpamExhaustedError } from './ipam.js';
+
+export function eventTypeName(t: number): string {
+  return t === 1 ? 'drop' : t === 4 ? 'trace' : t === 5 ? 'policy-verdict' : `type-${t}`;
+}
 
 export interface ApiResponse {
   status: number;
@@ -39,6 +44,46 @@ export function handle(agent: Agent, method: string, path: string, body: unknown
         return { status: 200, body: { released: agent.ipam.release(id) } };
       case 'GET /v1/endpoints':
         return { status: 200, body: agent.endpoints() };
+      case 'GET /v1/identities':
+        return { status: 200, body: agent.repo.identities().map(([id, labels]) => ({ id, labels })) };
+      case 'GET /v1/policy':
+        return { status: 200, body: agent.repo.policies() };
+      case 'POST /v1/policy': {
+        // /v1/policy/trace
+        if (parts[2] !== undefined) return { status: 404, body: { error: `no route ${path}` } };
+        return { status: 405, body: { error: 'policies come from the manifests directory' } };
+      }
+      case 'POST /v1/policy/:id': {
+        if (id !== 'trace') return { status: 404, body: { error: `no route ${path}` } };
+        const o = (body ?? {}) as Record<string, unknown>;
+        const side = (name: string) => {
+          const ref = o[name];
+          if (typeof ref !== 'string')
+            throw new ValidationError('request', name, 'an endpoint id or container id is required');
+          const ep = agent.endpoint(ref);
+          if (!ep) throw new ValidationError('request', name, `no endpoint ${ref}`);
+          return {
+            id: ep.id,
+            namespace: ep.podNamespace,
+            identity: ep.identity,
+            labels: ep.labels,
+            name: `${ep.podNamespace}/${ep.podName}`,
+          };
+        };
+        need(o, 'dport', 'number');
+        const protocol = typeof o.protocol === 'number' ? o.protocol : 6;
+        const http = o.http as { method: string; path: string } | undefined;
+        return {
+          status: 200,
+          body: trace(agent.repo, {
+            src: side('src'),
+            dst: side('dst'),
+            dport: o.dport as number,
+            protocol,
+            ...(http ? { http } : {}),
+          }),
+        };
+      }
       case 'GET /v1/endpoints/:id': {
         const ep = agent.endpoint(id);
         return ep ? { status: 200, body: ep } : { status: 404, body: { error: `no endpoint ${id}` } };
@@ -84,6 +129,20 @@ export function serveApi(agent: Agent, socket: string): Promise<Server> {
   chmodSync(dirname(socket), 0o700);
   rmSync(socket, { force: true });
   const server = createServer(async (req, res) => {
+    // The monitor streams events as NDJSON until the client goes away.
+    if (req.method === 'GET' && (req.url ?? '').startsWith('/v1/monitor')) {
+      const types = new URL(req.url ?? '', 'http://x').searchParams.getAll('type');
+      const ac = new AbortController();
+      res.on('close', () => ac.abort());
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      agent.subscribe((ev) => {
+        if (types.length && !types.includes(eventTypeName(ev.type))) return;
+        res.write(
+          `${JSON.stringify(ev, (_k, v) => (typeof v === 'bigint' ? v.toString() : v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v))}\n`,
+        );
+      }, ac.signal);
+      return;
+    }
     let r: ApiResponse;
     try {
       r = handle(agent, req.method ?? 'GET', req.url ?? '/', await readBody(req));

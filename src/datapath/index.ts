@@ -2,4 +2,5 @@
 export * from './constants.js';
 export * from './datapath.js';
 export * from './layout.js';
+export * from './packet.js';
 export * from './pinned.js';

@@ -203,6 +203,54 @@ spec:
     assert.notEqual((await ping('client', 'web')).code, 0, 'ICMP is now denied');
   });
 
+  test('identity list, policy get, live policy trace and monitor show what the agent does', async () => {
+    const ids = JSON.parse(
+      (await node.exec(HYPHA, ['identity', 'list', '--socket', socket, '-o', 'json'])).stdout,
+    ) as { id: number; labels: Record<string, string> }[];
+    assert.ok(ids.some((i) => i.labels.app === 'web' && i.id >= 256));
+    const pol = JSON.parse((await node.exec(HYPHA, ['policy', 'get', '--socket', socket])).stdout) as {
+      origin: { name: string };
+    }[];
+    assert.deepEqual(
+      pol.map((p) => p.origin.name),
+      ['web-ingress'],
+    );
+    const t = await node.exec(HYPHA, [
+      'policy',
+      'trace',
+      '--socket',
+      socket,
+      '--src-endpoint',
+      'ctr-client',
+      '--dst-endpoint',
+      'ctr-web',
+      '--dport',
+      '8',
+      '--protocol',
+      'icmp',
+    ]);
+    assert.equal(t.code, 1);
+    assert.match(
+      t.stdout,
+      /default deny: CiliumNetworkPolicy prod\/web-ingress select prod\/web for ingress/,
+    );
+    const mon = spawn(
+      'nsenter',
+      [`--net=/var/run/netns/${node.name}`, '--', HYPHA, 'monitor', '--socket', socket, '--type', 'drop'],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    mon.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    await new Promise((r) => setTimeout(r, 300));
+    await ping('client', 'web');
+    await new Promise((r) => setTimeout(r, 300));
+    mon.kill('SIGTERM');
+    assert.match(
+      out,
+      /xx drop \(POLICY_DENIED\) to endpoint \d+, ifindex \d+, identity \d+->\d+: 10\.246\.0\.\d+ -> 10\.246\.0\.\d+ icmp type 8/,
+    );
+  });
+
   test('SIGKILL of the agent loses nothing: enforcement goes on, and a restart adopts the endpoints', async () => {
     agent!.kill('SIGKILL');
     await new Promise((r) => agent!.once('exit', r));

@@ -1,8 +1,10 @@
 import { Agent, type AgentConfig, type AgentStatus, type EndpointRecord } from '../../agent/agent.js';
 import { serveApi } from '../../agent/api.js';
 import { callAgent, defaultSocket } from '../../agent/client.js';
+import { dropReasonName, summarizePacket } from '../../datapath/index.js';
 import { UsageError } from '../../errors.js';
 import { formatLabels } from '../../identity/index.js';
+import { protoName } from '../../policy/index.js';
 import { type Command, formatTable } from '../command.js';
 
 const SOCKET = {
@@ -66,6 +68,9 @@ export const agentCommands: Command[] = [
       };
       const agent = new Agent(config);
       agent.start();
+      agent
+        .drainEvents()
+        .catch((err: unknown) => stdout.write(`hypha agent: event reader stopped: ${String(err)}\n`));
       const server = await serveApi(agent, config.socket);
       stdout.write(
         `hypha agent ${node}: pod CIDR ${agent.ipam.cidr}, API on ${config.socket}, maps in ${config.pinDir}\n`,
@@ -142,3 +147,136 @@ export const agentCommands: Command[] = [
     },
   },
 ];
+
+export const liveCommands: Command[] = [
+  {
+    path: ['identity', 'list'],
+    summary: 'Security identities the agent knows (like cilium-dbg identity list)',
+    options: { node: { type: 'string', value: 'name', description: 'node' }, socket: SOCKET, output: OUTPUT },
+    async run({ values, stdout }) {
+      const ids = await callAgent<{ id: number; labels: Record<string, string> }[]>(
+        socketOf(values),
+        'GET',
+        '/v1/identities',
+      );
+      if (values.output === 'json') {
+        stdout.write(`${JSON.stringify(ids, null, 2)}\n`);
+        return 0;
+      }
+      const rows: string[][] = [];
+      for (const i of ids.sort((a, b) => a.id - b.id)) {
+        const labels = Object.keys(i.labels).some((k) => k.startsWith('reserved:'))
+          ? Object.keys(i.labels)
+          : formatLabels(i.labels);
+        labels.forEach((l, n) => rows.push([n === 0 ? String(i.id) : '', l]));
+      }
+      stdout.write(formatTable(['ID', 'LABELS'], rows));
+      return 0;
+    },
+  },
+  {
+    path: ['identity', 'get'],
+    args: '<id>',
+    summary: 'One identity and its labels',
+    options: { node: { type: 'string', value: 'name', description: 'node' }, socket: SOCKET },
+    async run({ values, positionals, stdout }) {
+      const want = Number(positionals[0]);
+      if (!Number.isInteger(want)) throw new UsageError('give a numeric identity');
+      const ids = await callAgent<{ id: number; labels: Record<string, string> }[]>(
+        socketOf(values),
+        'GET',
+        '/v1/identities',
+      );
+      const found = ids.find((i) => i.id === want);
+      if (!found) throw new Error(`identity ${want} is not known to this agent`);
+      stdout.write(`${JSON.stringify(found, null, 2)}\n`);
+      return 0;
+    },
+  },
+  {
+    path: ['policy', 'get'],
+    summary: 'The policies in force on this node (like cilium-dbg policy get)',
+    options: { node: { type: 'string', value: 'name', description: 'node' }, socket: SOCKET },
+    async run({ values, stdout }) {
+      const policies = await callAgent<unknown[]>(socketOf(values), 'GET', '/v1/policy');
+      stdout.write(`${JSON.stringify(policies, null, 2)}\n`);
+      return 0;
+    },
+  },
+  {
+    path: ['monitor'],
+    summary: 'Live datapath events: drops, traces, policy verdicts (like cilium-dbg monitor)',
+    options: {
+      node: { type: 'string', value: 'name', description: 'node' },
+      socket: SOCKET,
+      type: {
+        type: 'string',
+        short: 't',
+        multiple: true,
+        value: 'type',
+        description: 'drop, trace or policy-verdict (repeatable)',
+      },
+      output: { type: 'string', short: 'o', value: 'format', description: 'output: text (default) or json' },
+    },
+    async run({ values, stdout, signal }) {
+      const types = (values.type as string[] | undefined) ?? [];
+      for (const t of types)
+        if (!['drop', 'trace', 'policy-verdict'].includes(t))
+          throw new UsageError(`--type: "${t}" is not drop, trace or policy-verdict`);
+      const query = types.map((t) => `type=${encodeURIComponent(t)}`).join('&');
+      const { request } = await import('node:http');
+      await new Promise<void>((resolve, reject) => {
+        const req = request(
+          { socketPath: socketOf(values), path: `/v1/monitor${query ? `?${query}` : ''}`, method: 'GET' },
+          (res) => {
+            let buf = '';
+            res.on('data', (c: Buffer) => {
+              buf += c.toString();
+              for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+                const line = buf.slice(0, i);
+                buf = buf.slice(i + 1);
+                stdout.write(
+                  `${values.output === 'json' ? line : formatEvent(JSON.parse(line) as MonitorEvent)}\n`,
+                );
+              }
+            });
+            res.on('end', resolve);
+          },
+        );
+        req.on('error', reject);
+        signal.addEventListener('abort', () => {
+          req.destroy();
+          resolve();
+        });
+        req.end();
+      });
+      return 0;
+    },
+  },
+];
+
+interface MonitorEvent {
+  type: number;
+  subtype: number;
+  source: number;
+  src_identity: number;
+  dst_identity: number;
+  ifindex: number;
+  cookie: number;
+  orig_len: number;
+  ct_state: number;
+  packet: string;
+}
+
+function formatEvent(e: MonitorEvent): string {
+  const p = summarizePacket(Uint8Array.from(Buffer.from(e.packet, 'hex')));
+  const l4 = p
+    ? `${p.src}${p.sport !== undefined ? `:${p.sport}` : ''} -> ${p.dst}${p.dport !== undefined ? `:${p.dport}` : ''} ${protoName(p.protocol).toLowerCase()}${p.tcpFlags?.length ? ` ${p.tcpFlags.join(', ')}` : ''}${p.icmpType !== undefined ? ` type ${p.icmpType}` : ''}`
+    : `${e.orig_len} bytes`;
+  const ids = `identity ${e.src_identity}->${e.dst_identity}`;
+  if (e.type === 1)
+    return `xx drop (${dropReasonName(e.subtype)}) to endpoint ${e.source}, ifindex ${e.ifindex}, ${ids}: ${l4}`;
+  if (e.type === 5)
+    return `Policy verdict log: endpoint ${e.source}, ifindex ${e.ifindex}, ${ids}, cookie ${e.cookie}: ${l4}`;
+  return `-> endpoint ${e.source} state ${['new', 'established', 'reply', 'related'][e.ct_state] ?? e.ct_state} ifindex ${e.ifindex}, ${ids}: ${l4}`;
+}

@@ -1,5 +1,5 @@
 import type { Command } from '../command.js';
-import { agentCommands } from './agent.js';
+import { agentCommands, liveCommands } from './agent.js';
 import { bpfCommands } from './bpf.js';
 import { bpfMapCommands } from './bpf-maps.js';
 import { demoCommands } from './demo.js';
@@ -8,6 +8,7 @@ import { policyCommands } from './policy.js';
 /** Every subcommand of `hypha`. Each feature area adds its own module here. */
 export const commands: readonly Command[] = [
   ...agentCommands,
+  ...liveCommands,
   ...bpfCommands,
   ...bpfMapCommands,
   ...demoCommands,

@@ -1,3 +1,4 @@
+import { callAgent, defaultSocket } from '../../agent/client.js';
 import { UsageError } from '../../errors.js';
 import { endpointLabels } from '../../identity/index.js';
 import { loadManifests } from '../../k8s/manifests.js';
@@ -9,6 +10,7 @@ import {
   lookupEntry,
   type OfflineWorld,
   protoName,
+  type TraceResult,
   trace,
 } from '../../policy/index.js';
 import { type Command, formatTable, type OptionValues } from '../command.js';
@@ -71,6 +73,36 @@ function endpointFrom(world: OfflineWorld, side: string, labels?: string, identi
   return { id: -1, namespace, identity: match?.[0] ?? 0, labels: full, name: `labels ${labels}` };
 }
 
+/** `policy trace` against the running agent: its endpoints, identities and policies. */
+async function liveTrace(values: OptionValues, stdout: NodeJS.WritableStream): Promise<number> {
+  const src = values['src-endpoint'] as string | undefined;
+  const dst = values['dst-endpoint'] as string | undefined;
+  if (!src || !dst)
+    throw new UsageError('without -f, give --src-endpoint and --dst-endpoint (ids of the live agent)');
+  const dport = Number(values.dport ?? Number.NaN);
+  if (!Number.isInteger(dport) || dport < 0 || dport > 65535)
+    throw new UsageError(`--dport: "${values.dport ?? ''}" is not a port`);
+  const protocol = PROTOCOLS[((values.protocol as string | undefined) ?? 'tcp').toLowerCase()];
+  if (protocol === undefined)
+    throw new UsageError(`--protocol: "${values.protocol}" is not tcp, udp, sctp, icmp or icmpv6`);
+  const method = values['http-method'] as string | undefined;
+  const path = values['http-path'] as string | undefined;
+  const socket = (values.socket as string | undefined) ?? defaultSocket(values.node as string | undefined);
+  const r = await callAgent<TraceResult>(socket, 'POST', '/v1/policy/trace', {
+    src,
+    dst,
+    dport,
+    protocol,
+    ...(method || path ? { http: { method: method ?? 'GET', path: path ?? '/' } } : {}),
+  });
+  if (output(values) === 'json') stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+  else
+    stdout.write(
+      `${describeDirection(r.egress)}\n${describeDirection(r.ingress)}\n\nFinal verdict: ${r.verdict.toUpperCase()}\n`,
+    );
+  return r.verdict === 'allowed' ? 0 : 1;
+}
+
 const PROTOCOLS: Record<string, number> = { tcp: 6, udp: 17, sctp: 132, icmp: 1, icmpv6: 58, any: 0 };
 
 function describeDirection(t: DirectionTrace): string {
@@ -125,6 +157,18 @@ export const policyCommands: Command[] = [
         description: 'source as labels (namespace: io.kubernetes.pod.namespace)',
       },
       'dst-labels': { type: 'string', value: 'k=v,...', description: 'destination as labels' },
+      'src-endpoint': {
+        type: 'string',
+        value: 'id',
+        description: 'live: source endpoint id or container id (no -f)',
+      },
+      'dst-endpoint': {
+        type: 'string',
+        value: 'id',
+        description: 'live: destination endpoint id or container id',
+      },
+      socket: { type: 'string', value: 'path', description: 'live: agent API socket' },
+      node: { type: 'string', value: 'name', description: 'live: node whose agent to ask' },
       'src-identity': {
         type: 'string',
         value: 'id',
@@ -137,7 +181,8 @@ export const policyCommands: Command[] = [
       'http-path': { type: 'string', value: 'path', description: 'HTTP path, to check L7 rules' },
       output: OUTPUT,
     },
-    run({ values, stdout, stderr }) {
+    async run({ values, stdout, stderr }) {
+      if (!values.file) return liveTrace(values, stdout);
       const world = load(values);
       for (const e of world.errors)
         stderr.write(`warning: skipped ${e.file}[${e.index}]: ${e.object}: ${e.field ?? ''} ${e.message}\n`);
