@@ -168,7 +168,7 @@ export const liveCommands: Command[] = [
         const labels = Object.keys(i.labels).some((k) => k.startsWith('reserved:'))
           ? Object.keys(i.labels)
           : formatLabels(i.labels);
-        labels.forEach((l, n) => rows.push([n === 0 ? String(i.id) : '', l]));
+        for (const [n, l] of labels.entries()) rows.push([n === 0 ? String(i.id) : '', l]);
       }
       stdout.write(formatTable(['ID', 'LABELS'], rows));
       return 0;
