@@ -269,7 +269,7 @@ export class Agent {
     });
   }
 
-  #apply(diffs: EndpointDiff[]): void {
+  #apply(diffs: EndpointDiff[], save = true): void {
     if (diffs.length === 0) return;
     this.#revision++;
     const byId = new Map([...this.#endpoints.values()].map((r) => [r.id, r]));
@@ -291,7 +291,7 @@ export class Agent {
         rec.lastError = `policy: ${errorMessage(err)}`;
       }
     }
-    this.#save();
+    if (save) this.#save();
   }
 
   #attach(rec: EndpointRecord): void {
@@ -332,7 +332,6 @@ export class Agent {
       policyRevision: 0,
     };
     this.#endpoints.set(req.containerId, rec);
-    this.#save();
     const diffs = this.repo.upsertEndpoint({
       id: rec.id,
       namespace: rec.podNamespace,
@@ -341,7 +340,10 @@ export class Agent {
     });
     try {
       this.#attach(rec);
-      this.#apply(diffs.filter((d) => d.endpoint !== rec.id));
+      this.#apply(
+        diffs.filter((d) => d.endpoint !== rec.id),
+        false,
+      );
     } catch (err) {
       rec.state = 'not-ready';
       rec.lastError = errorMessage(err);

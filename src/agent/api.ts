@@ -5,6 +5,7 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { dirname } from 'node:path';
+import { ifindexOf } from '../bpf/index.js';
 import { errorMessage, ValidationError } from '../errors.js';
 import { trace } from '../policy/index.js';
 import type { Agent, EndpointRequest } from './agent.js';
@@ -92,8 +93,10 @@ export function handle(agent: Agent, method: string, path: string, body: unknown
         const o = (body ?? {}) as Record<string, unknown>;
         for (const f of ['ifname', 'netns', 'podNamespace', 'podName', 'ip', 'hostIfname'] as const)
           need(o, f, 'string');
-        need(o, 'hostIfindex', 'number');
-        const req = { ...(o as unknown as EndpointRequest), containerId: id };
+        // The agent runs in the node's namespace: it can resolve the veth itself.
+        const hostIfindex =
+          typeof o.hostIfindex === 'number' ? o.hostIfindex : ifindexOf(o.hostIfname as string);
+        const req = { ...(o as unknown as EndpointRequest), hostIfindex, containerId: id };
         return { status: 200, body: agent.addEndpoint(req) };
       }
       case 'DELETE /v1/endpoints/:id': {

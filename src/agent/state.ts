@@ -1,5 +1,10 @@
-/** Files the agent keeps in its state directory, written atomically so a crash never leaves half a file. */
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+/**
+ * Files the agent keeps in its state directory, written atomically (temp file + rename)
+ * so a crash never leaves half a file. No fsync: what must survive is a crash of the
+ * agent (the page cache keeps the data), not of the machine, whose reboot ends every
+ * pod these files describe anyway; an fsync per CNI ADD cost more than the rest of it.
+ */
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 export function writeJsonAtomic(path: string, value: unknown): void {
@@ -7,8 +12,7 @@ export function writeJsonAtomic(path: string, value: unknown): void {
   const tmp = `${path}.${process.pid}.tmp`;
   const fd = openSync(tmp, 'w', 0o600);
   try {
-    writeSync(fd, `${JSON.stringify(value, null, 2)}\n`);
-    fsyncSync(fd);
+    writeSync(fd, `${JSON.stringify(value)}\n`);
   } finally {
     closeSync(fd);
   }
