@@ -167,11 +167,8 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 		ev.src_identity = ep->identity;
 		return drop(skb, &ev, DROP_INVALID_SOURCE_IP);
 	}
-	peer = ipcache_identity4(egress ? p.tuple.daddr : p.tuple.saddr);
-	ev.src_identity = egress ? ep->identity : peer;
-	ev.dst_identity = egress ? peer : ep->identity;
-
-	/* Established or reply: no policy lookup. */
+	/* Established or reply: no policy lookup, and no ipcache lookup either (the entry
+	 * remembers both identities), so a packet of a known flow costs one hash lookup. */
 	key = p.tuple;
 	key.scope = scope;
 	ct = bpf_map_lookup_elem(&hypha_ct4, &key);
@@ -187,6 +184,9 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 		bool changed = ct_update(ct, p.tuple.proto, p.tcp_flags, ev.ct_state == CT_REPLY, skb->len);
 		__u64 now = bpf_ktime_get_ns();
 
+		/* The entry holds the identities of its first packet; a reply swaps them. */
+		ev.src_identity = ev.ct_state == CT_REPLY ? ct->dst_identity : ct->src_identity;
+		ev.dst_identity = ev.ct_state == CT_REPLY ? ct->src_identity : ct->dst_identity;
 		if (changed || now - ct->last_report_ns > (__u64)ct_report_interval * NS_PER_SEC) {
 			ct->last_report_ns = now;
 			ev.type = EVENT_TRACE;
@@ -200,6 +200,9 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 		metrics_count(0, ev.direction, skb->len);
 		return TC_ACT_OK;
 	}
+	peer = ipcache_identity4(egress ? p.tuple.daddr : p.tuple.saddr);
+	ev.src_identity = egress ? ep->identity : peer;
+	ev.dst_identity = egress ? peer : ep->identity;
 	if (ct_related(&p)) {
 		ev.ct_state = CT_RELATED;
 		metrics_count(0, ev.direction, skb->len);
