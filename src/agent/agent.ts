@@ -41,23 +41,7 @@ export interface AgentConfig {
   manifests: string[];
 }
 
-export interface EndpointRecord {
-  id: number;
-  containerId: string;
-  ifname: string;
-  netns: string;
-  podNamespace: string;
-  podName: string;
-  ip: string;
-  hostIfname: string;
-  hostIfindex: number;
-  labels: Labels;
-  identity: number;
-  state: 'ready' | 'regenerating' | 'not-ready';
-  lastError?: string;
-  policyRevision: number;
-}
-
+/** What the CNI plugin tells the agent about a pod it wired. */
 export interface EndpointRequest {
   containerId: string;
   ifname: string;
@@ -67,6 +51,16 @@ export interface EndpointRequest {
   ip: string;
   hostIfname: string;
   hostIfindex: number;
+}
+
+/** An endpoint as the agent keeps it. */
+export interface EndpointRecord extends EndpointRequest {
+  id: number;
+  labels: Labels;
+  identity: number;
+  state: 'ready' | 'regenerating' | 'not-ready';
+  lastError?: string;
+  policyRevision: number;
 }
 
 /** Cluster identities that survive restarts: one per label set, from 256 up. */

@@ -1,4 +1,5 @@
 import type { Writable } from 'node:stream';
+import { UsageError } from '../errors.js';
 
 export interface OptionSpec {
   type: 'string' | 'boolean';
@@ -43,4 +44,26 @@ export function formatTable(header: readonly string[], rows: readonly (readonly 
       .join('   ')
       .trimEnd();
   return [line(header), ...rows.map(line)].join('\n') + '\n';
+}
+
+/** `-o table|json`, shared by every command that prints data. */
+export const OUTPUT_OPTION: OptionSpec = {
+  type: 'string',
+  short: 'o',
+  value: 'format',
+  description: 'output: table (default) or json',
+};
+
+/** The agent's API socket. */
+export const SOCKET_OPTION: OptionSpec = {
+  type: 'string',
+  value: 'path',
+  description: 'agent API socket (default /var/run/hypha/<node>/agent.sock, or HYPHA_AGENT_SOCKET)',
+};
+
+/** Whether `-o json` was asked for; anything but table or json is a usage error. */
+export function wantsJson(values: OptionValues): boolean {
+  const o = (values.output as string | undefined) ?? 'table';
+  if (o !== 'table' && o !== 'json') throw new UsageError(`--output: "${o}" is not table or json`);
+  return o === 'json';
 }

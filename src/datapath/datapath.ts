@@ -21,7 +21,6 @@ import {
 import type { PolicyEntry } from '../policy/index.js';
 import {
   CT_SCOPE_EGRESS,
-  dropReasonName,
   EP_ENFORCE_EGRESS,
   EP_ENFORCE_INGRESS,
   POLICY_AUTH,
@@ -44,6 +43,7 @@ import {
   policyEntry,
   policyKey,
 } from './layout.js';
+import { type MetricsTotal, metricsTotals } from './pinned.js';
 
 type Decoded<C> = C extends { decode(d: DataView, o: number): infer T } ? T : never;
 export type EndpointInfo = Decoded<typeof endpointInfo>;
@@ -252,20 +252,8 @@ export class Datapath implements Disposable {
   }
 
   /** Packets and bytes by drop reason (0 = forwarded) and direction, summed over CPUs. */
-  metricsTotals(): {
-    reason: number;
-    reasonName: string;
-    direction: 'ingress' | 'egress';
-    packets: number;
-    bytes: number;
-  }[] {
-    return [...this.metrics.entries()].map(([k, perCpu]) => ({
-      reason: k.reason,
-      reasonName: k.reason === 0 ? 'FORWARDED' : dropReasonName(k.reason),
-      direction: k.direction === 1 ? 'egress' : 'ingress',
-      packets: perCpu.reduce((n, v) => n + Number(v.packets), 0),
-      bytes: perCpu.reduce((n, v) => n + Number(v.bytes), 0),
-    }));
+  metricsTotals(): MetricsTotal[] {
+    return metricsTotals(this.metrics);
   }
 
   /** A reader of the events ring; decode batches with `decodeEvents`. */

@@ -64,14 +64,8 @@ export class PinnedMaps implements Disposable {
     }) as unknown as PerCpuMap<Decoded<typeof metricsKey>, Decoded<typeof metricsValue>>;
   }
 
-  metricsTotals() {
-    return [...this.metrics().entries()].map(([k, perCpu]) => ({
-      reason: k.reason,
-      reasonName: k.reason === 0 ? 'FORWARDED' : dropReasonName(k.reason),
-      direction: k.direction === 1 ? 'egress' : 'ingress',
-      packets: perCpu.reduce((n, v) => n + Number(v.packets), 0),
-      bytes: perCpu.reduce((n, v) => n + Number(v.bytes), 0),
-    }));
+  metricsTotals(): MetricsTotal[] {
+    return metricsTotals(this.metrics());
   }
 
   close(): void {
@@ -82,4 +76,25 @@ export class PinnedMaps implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+export interface MetricsTotal {
+  reason: number;
+  reasonName: string;
+  direction: 'ingress' | 'egress';
+  packets: number;
+  bytes: number;
+}
+
+/** The per-CPU counters of hypha_metrics added up, by reason and direction. */
+export function metricsTotals(
+  map: PerCpuMap<Decoded<typeof metricsKey>, Decoded<typeof metricsValue>>,
+): MetricsTotal[] {
+  return [...map.entries()].map(([k, perCpu]) => ({
+    reason: k.reason,
+    reasonName: k.reason === 0 ? 'FORWARDED' : dropReasonName(k.reason),
+    direction: k.direction === 1 ? 'egress' : 'ingress',
+    packets: perCpu.reduce((n, v) => n + Number(v.packets), 0),
+    bytes: perCpu.reduce((n, v) => n + Number(v.bytes), 0),
+  }));
 }

@@ -5,19 +5,7 @@ import { dropReasonName, summarizePacket } from '../../datapath/index.js';
 import { UsageError } from '../../errors.js';
 import { formatLabels } from '../../identity/index.js';
 import { protoName } from '../../policy/index.js';
-import { type Command, formatTable } from '../command.js';
-
-const SOCKET = {
-  type: 'string',
-  value: 'path',
-  description: 'agent API socket (default /var/run/hypha/<node>/agent.sock, or HYPHA_AGENT_SOCKET)',
-} as const;
-const OUTPUT = {
-  type: 'string',
-  short: 'o',
-  value: 'format',
-  description: 'output: table (default) or json',
-} as const;
+import { type Command, formatTable, OUTPUT_OPTION, SOCKET_OPTION, wantsJson } from '../command.js';
 
 function socketOf(values: Record<string, unknown>): string {
   return (values.socket as string | undefined) ?? defaultSocket(values.node as string | undefined);
@@ -39,7 +27,7 @@ export const agentCommands: Command[] = [
         value: 'dir',
         description: 'state directory (default /var/run/hypha/<node>)',
       },
-      socket: SOCKET,
+      socket: SOCKET_OPTION,
       'pin-dir': {
         type: 'string',
         value: 'dir',
@@ -87,13 +75,13 @@ export const agentCommands: Command[] = [
     summary: "The agent's health and counts (like cilium-dbg status)",
     options: {
       node: { type: 'string', value: 'name', description: 'node' },
-      socket: SOCKET,
-      output: OUTPUT,
+      socket: SOCKET_OPTION,
+      output: OUTPUT_OPTION,
       verbose: { type: 'boolean', description: 'details' },
     },
     async run({ values, stdout }) {
       const s = await callAgent<AgentStatus>(socketOf(values), 'GET', '/v1/status');
-      if (values.output === 'json') {
+      if (wantsJson(values)) {
         stdout.write(`${JSON.stringify(s, null, 2)}\n`);
         return 0;
       }
@@ -114,10 +102,14 @@ export const agentCommands: Command[] = [
   {
     path: ['endpoint', 'list'],
     summary: "This node's endpoints (like cilium-dbg endpoint list)",
-    options: { node: { type: 'string', value: 'name', description: 'node' }, socket: SOCKET, output: OUTPUT },
+    options: {
+      node: { type: 'string', value: 'name', description: 'node' },
+      socket: SOCKET_OPTION,
+      output: OUTPUT_OPTION,
+    },
     async run({ values, stdout }) {
       const eps = await callAgent<EndpointRecord[]>(socketOf(values), 'GET', '/v1/endpoints');
-      if (values.output === 'json') {
+      if (wantsJson(values)) {
         stdout.write(`${JSON.stringify(eps, null, 2)}\n`);
         return 0;
       }
@@ -134,7 +126,7 @@ export const agentCommands: Command[] = [
     path: ['endpoint', 'get'],
     args: '<id>',
     summary: 'One endpoint in full (like cilium-dbg endpoint get)',
-    options: { node: { type: 'string', value: 'name', description: 'node' }, socket: SOCKET },
+    options: { node: { type: 'string', value: 'name', description: 'node' }, socket: SOCKET_OPTION },
     async run({ values, positionals, stdout }) {
       if (!positionals[0]) throw new UsageError('give an endpoint id or container id');
       const ep = await callAgent<EndpointRecord>(
@@ -152,14 +144,18 @@ export const liveCommands: Command[] = [
   {
     path: ['identity', 'list'],
     summary: 'Security identities the agent knows (like cilium-dbg identity list)',
-    options: { node: { type: 'string', value: 'name', description: 'node' }, socket: SOCKET, output: OUTPUT },
+    options: {
+      node: { type: 'string', value: 'name', description: 'node' },
+      socket: SOCKET_OPTION,
+      output: OUTPUT_OPTION,
+    },
     async run({ values, stdout }) {
       const ids = await callAgent<{ id: number; labels: Record<string, string> }[]>(
         socketOf(values),
         'GET',
         '/v1/identities',
       );
-      if (values.output === 'json') {
+      if (wantsJson(values)) {
         stdout.write(`${JSON.stringify(ids, null, 2)}\n`);
         return 0;
       }
@@ -178,7 +174,7 @@ export const liveCommands: Command[] = [
     path: ['identity', 'get'],
     args: '<id>',
     summary: 'One identity and its labels',
-    options: { node: { type: 'string', value: 'name', description: 'node' }, socket: SOCKET },
+    options: { node: { type: 'string', value: 'name', description: 'node' }, socket: SOCKET_OPTION },
     async run({ values, positionals, stdout }) {
       const want = Number(positionals[0]);
       if (!Number.isInteger(want)) throw new UsageError('give a numeric identity');
@@ -196,7 +192,7 @@ export const liveCommands: Command[] = [
   {
     path: ['policy', 'get'],
     summary: 'The policies in force on this node (like cilium-dbg policy get)',
-    options: { node: { type: 'string', value: 'name', description: 'node' }, socket: SOCKET },
+    options: { node: { type: 'string', value: 'name', description: 'node' }, socket: SOCKET_OPTION },
     async run({ values, stdout }) {
       const policies = await callAgent<unknown[]>(socketOf(values), 'GET', '/v1/policy');
       stdout.write(`${JSON.stringify(policies, null, 2)}\n`);
@@ -208,7 +204,7 @@ export const liveCommands: Command[] = [
     summary: 'Live datapath events: drops, traces, policy verdicts (like cilium-dbg monitor)',
     options: {
       node: { type: 'string', value: 'name', description: 'node' },
-      socket: SOCKET,
+      socket: SOCKET_OPTION,
       type: {
         type: 'string',
         short: 't',

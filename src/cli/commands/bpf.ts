@@ -8,7 +8,7 @@ import {
 import { UsageError } from '../../errors.js';
 import { identityName } from '../../identity/index.js';
 import { protoName } from '../../policy/index.js';
-import { type Command, formatTable, type OptionValues } from '../command.js';
+import { type Command, formatTable, OUTPUT_OPTION, wantsJson } from '../command.js';
 import { nodePinDir } from './bpf-maps.js';
 
 const NODE = {
@@ -16,18 +16,6 @@ const NODE = {
   value: 'name',
   description: 'node whose maps to read (default: the only one here)',
 } as const;
-const OUTPUT = {
-  type: 'string',
-  short: 'o',
-  value: 'format',
-  description: 'output: table (default) or json',
-} as const;
-
-function json(values: OptionValues): boolean {
-  const o = (values.output as string | undefined) ?? 'table';
-  if (o !== 'table' && o !== 'json') throw new UsageError(`--output: "${o}" is not table or json`);
-  return o === 'json';
-}
 
 const big = (_k: string, v: unknown) => (typeof v === 'bigint' ? Number(v) : v);
 
@@ -52,7 +40,7 @@ export const bpfCommands: Command[] = [
     path: ['bpf', 'policy', 'get'],
     args: '<endpoint-id>',
     summary: "An endpoint's policy map entries (like cilium-dbg bpf policy get)",
-    options: { node: NODE, all: { type: 'boolean', description: 'every endpoint' }, output: OUTPUT },
+    options: { node: NODE, all: { type: 'boolean', description: 'every endpoint' }, output: OUTPUT_OPTION },
     run({ values, positionals, stdout }) {
       const id = positionals[0] === undefined ? undefined : Number(positionals[0]);
       if (!values.all && (id === undefined || !Number.isInteger(id)))
@@ -74,7 +62,7 @@ export const bpfCommands: Command[] = [
           (a, b) =>
             a.endpoint - b.endpoint || a.direction.localeCompare(b.direction) || a.identity - b.identity,
         );
-      if (json(values)) {
+      if (wantsJson(values)) {
         stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
         return 0;
       }
@@ -109,12 +97,12 @@ export const bpfCommands: Command[] = [
     path: ['bpf', 'ct', 'list'],
     args: 'global',
     summary: 'The connection tracking table (like cilium-dbg bpf ct list global)',
-    options: { node: NODE, output: OUTPUT },
+    options: { node: NODE, output: OUTPUT_OPTION },
     run({ values, positionals, stdout }) {
       if (positionals[0] !== 'global') throw new UsageError('the table to list is "global"');
       using maps = new PinnedMaps(nodePinDir(values.node as string | undefined));
       const rows = maps.ct().lookupBatch();
-      if (json(values)) {
+      if (wantsJson(values)) {
         stdout.write(
           `${JSON.stringify(
             rows.map(([key, entry]) => ({ key, entry })),
@@ -139,7 +127,7 @@ export const bpfCommands: Command[] = [
   {
     path: ['bpf', 'ipcache', 'list'],
     summary: 'IP prefixes and their security identities (like cilium-dbg bpf ipcache list)',
-    options: { node: NODE, output: OUTPUT },
+    options: { node: NODE, output: OUTPUT_OPTION },
     run({ values, stdout }) {
       using maps = new PinnedMaps(nodePinDir(values.node as string | undefined));
       const rows = [...maps.ipcache().entries()]
@@ -149,7 +137,7 @@ export const bpfCommands: Command[] = [
           tunnelEndpoint: v.tunnel_endpoint,
         }))
         .sort((a, b) => a.prefix.localeCompare(b.prefix));
-      if (json(values)) {
+      if (wantsJson(values)) {
         stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
         return 0;
       }
@@ -168,13 +156,13 @@ export const bpfCommands: Command[] = [
   {
     path: ['bpf', 'metrics', 'list'],
     summary: 'Datapath packet and byte counters by reason and direction (like cilium-dbg bpf metrics list)',
-    options: { node: NODE, output: OUTPUT },
+    options: { node: NODE, output: OUTPUT_OPTION },
     run({ values, stdout }) {
       using maps = new PinnedMaps(nodePinDir(values.node as string | undefined));
       const rows = maps
         .metricsTotals()
         .sort((a, b) => a.reason - b.reason || a.direction.localeCompare(b.direction));
-      if (json(values)) {
+      if (wantsJson(values)) {
         stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
         return 0;
       }

@@ -13,7 +13,7 @@ import {
   type TraceResult,
   trace,
 } from '../../policy/index.js';
-import { type Command, formatTable, type OptionValues } from '../command.js';
+import { type Command, formatTable, type OptionValues, OUTPUT_OPTION, wantsJson } from '../command.js';
 
 const FILES = {
   type: 'string',
@@ -21,12 +21,6 @@ const FILES = {
   multiple: true,
   value: 'path',
   description: 'manifest file or folder (repeatable)',
-} as const;
-const OUTPUT = {
-  type: 'string',
-  short: 'o',
-  value: 'format',
-  description: 'output: table (default) or json',
 } as const;
 
 function load(values: OptionValues): OfflineWorld {
@@ -36,12 +30,6 @@ function load(values: OptionValues): OfflineWorld {
   const world = buildOfflineWorld(m.docs);
   world.errors.unshift(...m.errors.map((e) => ({ ...e, object: '(document)' })));
   return world;
-}
-
-function output(values: OptionValues): 'table' | 'json' {
-  const o = (values.output as string | undefined) ?? 'table';
-  if (o !== 'table' && o !== 'json') throw new UsageError(`--output: "${o}" is not table or json`);
-  return o;
 }
 
 /** A pseudo-endpoint for a trace from labels (`app=web,io.kubernetes.pod.namespace=prod`) or an identity. */
@@ -95,7 +83,7 @@ async function liveTrace(values: OptionValues, stdout: NodeJS.WritableStream): P
     protocol,
     ...(method || path ? { http: { method: method ?? 'GET', path: path ?? '/' } } : {}),
   });
-  if (output(values) === 'json') stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+  if (wantsJson(values)) stdout.write(`${JSON.stringify(r, null, 2)}\n`);
   else
     stdout.write(
       `${describeDirection(r.egress)}\n${describeDirection(r.ingress)}\n\nFinal verdict: ${r.verdict.toUpperCase()}\n`,
@@ -120,10 +108,10 @@ export const policyCommands: Command[] = [
   {
     path: ['policy', 'validate'],
     summary: 'Check policy manifests offline: every error with file, document, object, field and reason',
-    options: { file: FILES, output: OUTPUT },
+    options: { file: FILES, output: OUTPUT_OPTION },
     run({ values, stdout, stderr }) {
       const world = load(values);
-      const format = output(values);
+      const format = wantsJson(values) ? 'json' : 'table';
       if (format === 'json') {
         stdout.write(
           `${JSON.stringify({ policies: world.policyCount, errors: world.errors, warnings: world.warnings }, null, 2)}\n`,
@@ -179,7 +167,7 @@ export const policyCommands: Command[] = [
       protocol: { type: 'string', value: 'proto', description: 'tcp (default), udp, sctp, icmp' },
       'http-method': { type: 'string', value: 'method', description: 'HTTP method, to check L7 rules' },
       'http-path': { type: 'string', value: 'path', description: 'HTTP path, to check L7 rules' },
-      output: OUTPUT,
+      output: OUTPUT_OPTION,
     },
     async run({ values, stdout, stderr }) {
       if (!values.file) return liveTrace(values, stdout);
@@ -218,7 +206,7 @@ export const policyCommands: Command[] = [
         protocol,
         ...(method || path ? { http: { method: method ?? 'GET', path: path ?? '/' } } : {}),
       });
-      if (output(values) === 'json') {
+      if (wantsJson(values)) {
         stdout.write(`${JSON.stringify(r, null, 2)}\n`);
       } else {
         stdout.write(
@@ -232,7 +220,7 @@ export const policyCommands: Command[] = [
   {
     path: ['policy', 'matrix'],
     summary: 'Who may reach whom on which ports, from manifests',
-    options: { file: FILES, output: OUTPUT },
+    options: { file: FILES, output: OUTPUT_OPTION },
     run({ values, stdout }) {
       const world = load(values);
       const rows: { from: string; to: string; allowed: string[] }[] = [];
@@ -263,7 +251,7 @@ export const policyCommands: Command[] = [
           rows.push({ from: src.name, to: dst.name, allowed: open ? ['any'] : [...ports].sort() });
         }
       }
-      if (output(values) === 'json') {
+      if (wantsJson(values)) {
         stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
         return 0;
       }

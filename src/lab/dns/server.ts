@@ -4,17 +4,8 @@
  * Services change). A malformed query gets FORMERR when its header is readable and is
  * dropped otherwise; nothing a client sends can stop the server.
  */
-import { createSocket, type Socket } from 'node:dgram';
-import { createServer, type Server, type Socket as TcpSocket } from 'node:net';
-import {
-  DnsFormatError,
-  type DnsMessage,
-  decodeMessage,
-  encodeForUdp,
-  encodeMessage,
-  RCode,
-  responseTo,
-} from '../../dns/message.js';
+import { DnsFormatError, type DnsMessage, decodeMessage, RCode, responseTo } from '../../dns/message.js';
+import { serveDns } from '../../dns/transport.js';
 import type { Zone } from './zone.js';
 
 export interface DnsServerOptions {
@@ -70,67 +61,15 @@ export async function startDnsServer(o: DnsServerOptions): Promise<DnsServer> {
     return r;
   };
 
-  const udp: Socket = createSocket({ type: 'udp4', reuseAddr: false });
-  udp.on('message', (msg, rinfo) => {
-    const r = handle(msg, 'udp');
-    if (r) udp.send(encodeForUdp(r), rinfo.port, rinfo.address);
-  });
-  udp.on('error', () => {}); // per-packet send errors must not stop the server
-  await new Promise<void>((resolve, reject) => {
-    udp.once('error', reject);
-    udp.bind(o.port, o.host, () => {
-      udp.off('error', reject);
-      resolve();
-    });
-  });
-  const port = udp.address().port;
-
-  const conns = new Set<TcpSocket>();
-  const tcp: Server = createServer((sock) => {
-    conns.add(sock);
-    sock.on('close', () => conns.delete(sock));
-    let pending = Buffer.alloc(0);
-    sock.setTimeout(10_000, () => sock.destroy());
-    sock.on('error', () => sock.destroy());
-    sock.on('data', (chunk) => {
-      pending = Buffer.concat([pending, chunk]);
-      while (pending.length >= 2) {
-        const len = pending.readUInt16BE(0);
-        if (pending.length < 2 + len) break;
-        const msg = pending.subarray(2, 2 + len);
-        pending = pending.subarray(2 + len);
-        const r = handle(msg, 'tcp');
-        if (!r) {
-          sock.destroy();
-          return;
-        }
-        const out = encodeMessage(r);
-        const frame = Buffer.alloc(2 + out.length);
-        frame.writeUInt16BE(out.length, 0);
-        frame.set(out, 2);
-        sock.write(frame);
-      }
-    });
-  });
-  await new Promise<void>((resolve, reject) => {
-    tcp.once('error', reject);
-    tcp.listen(port, o.host, () => {
-      tcp.off('error', reject);
-      resolve();
-    });
-  });
+  const listener = await serveDns(o.host, o.port, (bytes, _client, _local, transport) =>
+    handle(bytes, transport),
+  );
 
   return {
-    port,
+    port: listener.port,
     setZone(z) {
       zone = z;
     },
-    async close() {
-      for (const c of conns) c.destroy();
-      await Promise.all([
-        new Promise<void>((r) => udp.close(() => r())),
-        new Promise<void>((r) => tcp.close(() => r())),
-      ]);
-    },
+    close: () => listener.close(),
   };
 }

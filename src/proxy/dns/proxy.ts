@@ -6,18 +6,17 @@
  * to the pod, so the pod can never race its own policy. Malformed queries get FORMERR,
  * malformed or missing upstream answers SERVFAIL; every outcome is a DNS record for flows.
  */
-import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createSocket } from 'node:dgram';
+import { connect } from 'node:net';
 import {
   DnsFormatError,
   type DnsMessage,
   decodeMessage,
-  encodeForUdp,
-  encodeMessage,
   RCode,
   RRType,
   responseTo,
 } from '../../dns/message.js';
+import { serveDns } from '../../dns/transport.js';
 
 export interface DnsTarget {
   /** The DNS server the pod asked (the original destination). */
@@ -250,71 +249,6 @@ export async function startDnsProxy(host: string, port: number, o: DnsProxyOptio
     return answer;
   }
 
-  const udp: UdpSocket = createSocket('udp4');
-  udp.on('error', () => {});
-  udp.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
-    const addr = udp.address();
-    exchange(msg, { ip: rinfo.address, port: rinfo.port }, { ip: addr.address, port: addr.port }, 'udp').then(
-      (r) => r && udp.send(encodeForUdp(r), rinfo.port, rinfo.address),
-      () => {},
-    );
-  });
-  await new Promise<void>((resolve, reject) => {
-    udp.once('error', reject);
-    udp.bind(port, host, () => {
-      udp.off('error', reject);
-      resolve();
-    });
-  });
-  const bound = udp.address().port;
-
-  const conns = new Set<Socket>();
-  const tcp: Server = createServer((sock) => {
-    conns.add(sock);
-    sock.on('close', () => conns.delete(sock));
-    sock.on('error', () => sock.destroy());
-    sock.setTimeout(10_000, () => sock.destroy());
-    let pending = Buffer.alloc(0);
-    let chain = Promise.resolve();
-    sock.on('data', (chunk) => {
-      pending = Buffer.concat([pending, chunk]);
-      while (pending.length >= 2 && pending.length >= 2 + pending.readUInt16BE(0)) {
-        const msg = pending.subarray(2, 2 + pending.readUInt16BE(0));
-        pending = pending.subarray(2 + msg.length);
-        const client = { ip: sock.remoteAddress ?? '', port: sock.remotePort ?? 0 };
-        const local = { ip: sock.localAddress ?? '', port: sock.localPort ?? 0 };
-        // Answers go back in query order, as clients pipelining over TCP expect.
-        chain = chain.then(async () => {
-          const r = await exchange(msg, client, local, 'tcp');
-          if (!r) {
-            sock.destroy();
-            return;
-          }
-          const out = encodeMessage(r);
-          const frame = Buffer.alloc(2 + out.length);
-          frame.writeUInt16BE(out.length);
-          frame.set(out, 2);
-          sock.write(frame);
-        });
-      }
-    });
-  });
-  await new Promise<void>((resolve, reject) => {
-    tcp.once('error', reject);
-    tcp.listen(bound, host, () => {
-      tcp.off('error', reject);
-      resolve();
-    });
-  });
-
-  return {
-    port: bound,
-    async close() {
-      for (const c of conns) c.destroy();
-      await Promise.all([
-        new Promise<void>((r) => udp.close(() => r())),
-        new Promise<void>((r) => tcp.close(() => r())),
-      ]);
-    },
-  };
+  const listener = await serveDns(host, port, exchange);
+  return { port: listener.port, close: () => listener.close() };
 }
