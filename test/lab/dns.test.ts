@@ -1,6 +1,4 @@
 import assert from 'node:assert/strict';
-import { createSocket } from 'node:dgram';
-import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import {
   type DnsMessage,
@@ -12,6 +10,7 @@ import {
 } from '../../src/dns/message.js';
 import { type DnsServer, startDnsServer } from '../../src/lab/dns/server.js';
 import { Zone, type ZoneData } from '../../src/lab/dns/zone.js';
+import { tcpQuery, udpExchange, udpQuery } from '../helpers/dns.js';
 
 const data: ZoneData = {
   domain: 'cluster.local',
@@ -25,47 +24,14 @@ const data: ZoneData = {
   hosts: [{ name: 'api.external-partner.com', ip: '203.0.113.10' }],
 };
 
-function udpAsk(port: number, bytes: Uint8Array, timeoutMs = 500): Promise<Uint8Array | undefined> {
-  return new Promise((resolve) => {
-    const s = createSocket('udp4');
-    const t = setTimeout(() => {
-      s.close();
-      resolve(undefined);
-    }, timeoutMs);
-    s.on('message', (m) => {
-      clearTimeout(t);
-      s.close();
-      resolve(m);
-    });
-    s.send(bytes, port, '127.0.0.1');
-  });
-}
-
 async function ask(port: number, name: string, type: number = RRType.A): Promise<DnsMessage> {
-  const r = await udpAsk(port, encodeMessage(query(77, name, type)));
+  const r = await udpQuery(port, encodeMessage(query(77, name, type)));
   assert.ok(r, `no answer for ${name}`);
-  return decodeMessage(r);
+  return r;
 }
 
-function tcpAsk(port: number, q: DnsMessage): Promise<DnsMessage> {
-  return new Promise((resolve, reject) => {
-    const wire = encodeMessage(q);
-    const sock = connect(port, '127.0.0.1');
-    let buf = Buffer.alloc(0);
-    sock.on('data', (d) => {
-      buf = Buffer.concat([buf, d]);
-      if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
-        sock.end();
-        resolve(decodeMessage(buf.subarray(2, 2 + buf.readUInt16BE(0))));
-      }
-    });
-    sock.on('error', reject);
-    const frame = Buffer.alloc(2 + wire.length);
-    frame.writeUInt16BE(wire.length);
-    frame.set(wire, 2);
-    sock.write(frame);
-  });
-}
+const udpAsk = (port: number, bytes: Uint8Array, timeoutMs = 500) => udpExchange(port, bytes, timeoutMs);
+const tcpAsk = tcpQuery;
 
 describe('lab cluster DNS', () => {
   let server: DnsServer;

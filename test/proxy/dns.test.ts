@@ -1,35 +1,14 @@
 import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
-import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import {
-  type DnsMessage,
-  decodeMessage,
-  encodeMessage,
-  query,
-  RCode,
-  RRType,
-} from '../../src/dns/message.js';
+import { type DnsMessage, encodeMessage, query, RCode, RRType } from '../../src/dns/message.js';
 import { compileSelector } from '../../src/dns/pattern.js';
 import { type DnsServer, startDnsServer } from '../../src/lab/dns/server.js';
 import { Zone } from '../../src/lab/dns/zone.js';
 import { type DnsAnswer, type DnsProxy, type DnsRecord, startDnsProxy } from '../../src/proxy/dns/proxy.js';
+import { tcpQuery, udpQuery } from '../helpers/dns.js';
 
-function udpAsk(port: number, bytes: Uint8Array, timeoutMs = 3000): Promise<DnsMessage | undefined> {
-  return new Promise((resolve) => {
-    const s = createSocket('udp4');
-    const t = setTimeout(() => {
-      s.close();
-      resolve(undefined);
-    }, timeoutMs);
-    s.on('message', (m) => {
-      clearTimeout(t);
-      s.close();
-      resolve(decodeMessage(m));
-    });
-    s.send(bytes, port, '127.0.0.1');
-  });
-}
+const udpAsk = (port: number, bytes: Uint8Array) => udpQuery(port, bytes, 3000);
 
 describe('DNS proxy', () => {
   let upstream: DnsServer;
@@ -130,24 +109,7 @@ describe('DNS proxy', () => {
   });
 
   test('TCP queries go through the same rules', async () => {
-    const ask = (q: DnsMessage) =>
-      new Promise<DnsMessage>((resolve, reject) => {
-        const wire = encodeMessage(q);
-        const s = connect(proxy.port, '127.0.0.1');
-        let buf = Buffer.alloc(0);
-        s.on('data', (d) => {
-          buf = Buffer.concat([buf, d]);
-          if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
-            s.end();
-            resolve(decodeMessage(buf.subarray(2, 2 + buf.readUInt16BE(0))));
-          }
-        });
-        s.on('error', reject);
-        const frame = Buffer.alloc(2 + wire.length);
-        frame.writeUInt16BE(wire.length);
-        frame.set(wire, 2);
-        s.write(frame);
-      });
+    const ask = (q: DnsMessage) => tcpQuery(proxy.port, q);
     assert.equal((await ask(query(21, 'api.external-partner.com', RRType.A))).answers.length, 1);
     assert.equal((await ask(query(22, 'other-partner.example', RRType.A))).rcode, RCode.Refused);
   });
