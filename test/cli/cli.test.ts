@@ -42,3 +42,22 @@ test('a group without a subcommand lists its subcommands', () => {
   assert.equal(r.status, 2);
   assert.match(r.stdout, /demo packet-counter/);
 });
+
+test('hypha agent refuses a config file with unknown keys or wrong types, naming the key', async () => {
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'hy-agentconf-'));
+  try {
+    writeFileSync(join(dir, 'a.yaml'), 'node: n1\npodCidr: 10.0.0.0/24\n');
+    const r = hypha('agent', '--config', join(dir, 'a.yaml'));
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /podCidr: unknown key/);
+    writeFileSync(join(dir, 'b.yaml'), 'node: n1\nmanifests: /one/path\n');
+    assert.match(
+      hypha('agent', '--config', join(dir, 'b.yaml')).stderr,
+      /manifests: must be a list of paths/,
+    );
+  } finally {
+    rmSync(dir, { recursive: true });
+  }
+});

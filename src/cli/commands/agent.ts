@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
 import { Agent, type AgentConfig, type AgentStatus, type EndpointRecord } from '../../agent/agent.js';
 import { serveApi } from '../../agent/api.js';
 import { callAgent, defaultSocket } from '../../agent/client.js';
@@ -11,11 +13,46 @@ function socketOf(values: Record<string, unknown>): string {
   return (values.socket as string | undefined) ?? defaultSocket(values.node as string | undefined);
 }
 
+const AGENT_KEYS = ['node', 'pod-cidr', 'state-dir', 'socket', 'pin-dir', 'manifests'];
+
+/** The agent's config file: the flags' names as keys; unknown keys and wrong types are errors. */
+function readAgentConfig(path: string | undefined): Record<string, unknown> {
+  if (!path) return {};
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new UsageError(`--config ${path}: ${(err as Error).message}`);
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc))
+    throw new UsageError(`--config ${path}: must be a mapping`);
+  for (const [k, v] of Object.entries(doc)) {
+    if (!AGENT_KEYS.includes(k))
+      throw new UsageError(`--config ${path}: ${k}: unknown key (known: ${AGENT_KEYS.join(', ')})`);
+    const ok =
+      k === 'manifests' ? Array.isArray(v) && v.every((x) => typeof x === 'string') : typeof v === 'string';
+    if (!ok)
+      throw new UsageError(
+        `--config ${path}: ${k}: must be ${k === 'manifests' ? 'a list of paths' : 'a string'}`,
+      );
+  }
+  return doc as Record<string, unknown>;
+}
+
+function definedOnly(o: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+}
+
 export const agentCommands: Command[] = [
   {
     path: ['agent'],
     summary: 'Run the Hypha agent for this node (root)',
     options: {
+      config: {
+        type: 'string',
+        value: 'file',
+        description: 'YAML or JSON file with the same keys (flags win)',
+      },
       node: { type: 'string', value: 'name', description: 'node name (required)' },
       'pod-cidr': {
         type: 'string',
@@ -40,7 +77,8 @@ export const agentCommands: Command[] = [
         description: 'policy/namespace/pod manifests to watch (repeatable)',
       },
     },
-    async run({ values, stdout, signal }) {
+    async run({ values: flags, stdout, signal }) {
+      const values = { ...readAgentConfig(flags.config as string | undefined), ...definedOnly(flags) };
       const node = values.node as string | undefined;
       const podCidr = values['pod-cidr'] as string | undefined;
       if (!node || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(node))
