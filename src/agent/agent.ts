@@ -7,8 +7,9 @@
  * both and traffic keeps flowing.
  */
 import { EventEmitter } from 'node:events';
-import { existsSync, watch } from 'node:fs';
+import { existsSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { withNetns } from '../bpf/index.js';
 import { Datapath, type DatapathEvent, decodeEvents, EventType } from '../datapath/index.js';
 import { errorMessage, ValidationError } from '../errors.js';
 import {
@@ -61,6 +62,19 @@ export interface EndpointRecord extends EndpointRequest {
   state: 'ready' | 'regenerating' | 'not-ready';
   lastError?: string;
   policyRevision: number;
+}
+
+/**
+ * Pods get IPv4 only (the datapath drops IPv6 with 139): turn IPv6 off in the pod, or
+ * its router solicitations would show up as drops. /proc/sys/net is the namespace of
+ * the thread that opens it, so this needs no process.
+ */
+function disableIpv6(netns: string): void {
+  try {
+    withNetns(netns, () => writeFileSync('/proc/sys/net/ipv6/conf/all/disable_ipv6', '1'));
+  } catch {
+    // A kernel without IPv6 has nothing to turn off.
+  }
 }
 
 /** Cluster identities that survive restarts: one per label set, from 256 up. */
@@ -290,6 +304,7 @@ export class Agent {
 
   #attach(rec: EndpointRecord): void {
     const pol = this.repo.endpointPolicy(rec.id);
+    disableIpv6(rec.netns);
     this.#datapath.upsertIpcache(`${rec.ip}/32`, rec.identity);
     this.#datapath.attachEndpoint({
       id: rec.id,
