@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { handle } from '../../src/agent/api.js';
+import { parseResponse } from '../../src/agent/client.js';
 import { HostScopeIpam } from '../../src/agent/ipam.js';
 import { unpin } from '../../src/bpf/index.js';
 import { type NetNs, NetScope } from '../../src/lab/net/index.js';
@@ -42,6 +43,17 @@ describe('host-scope IPAM', () => {
     } finally {
       rmSync(dir, { recursive: true });
     }
+  });
+
+  test('the API client reads Content-Length and chunked responses, and refuses garbage', () => {
+    const cl = parseResponse(Buffer.from('HTTP/1.1 201 Created\r\nContent-Length: 9\r\n\r\n{"ip":"x"}extra'));
+    assert.deepEqual(cl, { status: 201, body: '{"ip":"x"' });
+    const ch = parseResponse(
+      Buffer.from('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{"a"\r\n3\r\n:1}\r\n0\r\n\r\n'),
+    );
+    assert.deepEqual(ch, { status: 200, body: '{"a":1}' });
+    assert.throws(() => parseResponse(Buffer.from('HTTP/1.1 200 OK\r\n')), /incomplete/);
+    assert.throws(() => parseResponse(Buffer.from('SMTP ready\r\n\r\n')), /bad status line/);
   });
 
   test('the API validates requests at the edge', () => {
