@@ -529,3 +529,13 @@ function formatIpv6(b: Uint8Array): string {
   if (best < 0) return groups.join(':');
   return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
 }
+
+/**
+ * FORMERR for bytes that did not decode, if at least the 12-byte header is there (its id
+ * and RD are echoed); undefined when not even that arrived.
+ */
+export function formErrFor(buf: Uint8Array): DnsMessage | undefined {
+  if (buf.length < 12) return undefined;
+  const q = query((buf[0]! << 8) | buf[1]!, '', 0, (buf[2]! & 1) === 1);
+  return { ...responseTo(q, RCode.FormErr), questions: [] };
+}

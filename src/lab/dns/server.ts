@@ -4,7 +4,7 @@
  * Services change). A malformed query gets FORMERR when its header is readable and is
  * dropped otherwise; nothing a client sends can stop the server.
  */
-import { DnsFormatError, type DnsMessage, decodeMessage, RCode, responseTo } from '../../dns/message.js';
+import { DnsFormatError, type DnsMessage, decodeMessage, formErrFor } from '../../dns/message.js';
 import { serveDns } from '../../dns/transport.js';
 import type { Zone } from './zone.js';
 
@@ -22,29 +22,6 @@ export interface DnsServer {
   close(): Promise<void>;
 }
 
-/** FORMERR for a query whose 12-byte header is intact; undefined when even that is not. */
-function formErr(buf: Uint8Array): DnsMessage | undefined {
-  if (buf.length < 12) return undefined;
-  const id = (buf[0]! << 8) | buf[1]!;
-  return responseTo(
-    {
-      id,
-      qr: false,
-      opcode: 0,
-      aa: false,
-      tc: false,
-      rd: (buf[2]! & 1) === 1,
-      ra: false,
-      rcode: 0,
-      questions: [],
-      answers: [],
-      authorities: [],
-      additionals: [],
-    },
-    RCode.FormErr,
-  );
-}
-
 export async function startDnsServer(o: DnsServerOptions): Promise<DnsServer> {
   let zone = o.zone;
   const handle = (buf: Uint8Array, transport: 'udp' | 'tcp'): DnsMessage | undefined => {
@@ -52,7 +29,7 @@ export async function startDnsServer(o: DnsServerOptions): Promise<DnsServer> {
     try {
       q = decodeMessage(buf);
     } catch (err) {
-      if (err instanceof DnsFormatError) return formErr(buf);
+      if (err instanceof DnsFormatError) return formErrFor(buf);
       throw err;
     }
     if (q.qr) return undefined; // a response sent to us: ignore

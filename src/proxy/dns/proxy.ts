@@ -12,6 +12,7 @@ import {
   DnsFormatError,
   type DnsMessage,
   decodeMessage,
+  formErrFor,
   RCode,
   RRType,
   responseTo,
@@ -154,24 +155,7 @@ export async function startDnsProxy(host: string, port: number, o: DnsProxyOptio
         reason: err.message,
         transport,
       });
-      const id = (bytes[0]! << 8) | bytes[1]!;
-      return responseTo(
-        {
-          id,
-          qr: false,
-          opcode: 0,
-          aa: false,
-          tc: false,
-          rd: true,
-          ra: false,
-          rcode: 0,
-          questions: [],
-          answers: [],
-          authorities: [],
-          additionals: [],
-        },
-        RCode.FormErr,
-      );
+      return formErrFor(bytes);
     }
     if (q.qr) return undefined;
     const name = q.questions[0]?.name ?? '';
