@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Datapath } from '../src/datapath/index.js';
 import { type NetNs, NetScope } from '../src/lab/net/index.js';
 import type { PolicyEntry } from '../src/policy/index.js';
+import { wirePod } from '../test/helpers/pods.js';
 import { figure, percentile, repoRoot, writeResults } from './report.js';
 
 const NODE = join(repoRoot, 'node_modules/.bin/node');
@@ -86,17 +87,8 @@ for (const [pod, p, host] of [
   [podA, A, 'hybA'],
   [podB, B, 'hybB'],
 ] as const) {
-  await node.addVeth(host, { peer: 'eth0', peerNs: pod, mac: p.hostMac, peerMac: p.mac });
-  await pod.sysctl('net.ipv6.conf.all.disable_ipv6', 1);
-  await pod.addAddress('eth0', `${p.ip}/32`);
-  await pod.setUp('eth0');
   await pod.setUp('lo');
-  await node.setUp(host);
-  await pod.addRoute({ to: 'default', via: '169.254.1.1', dev: 'eth0', onlink: true });
-  await pod.ip('neigh', 'replace', '169.254.1.1', 'lladdr', p.hostMac, 'dev', 'eth0', 'nud', 'permanent');
-  await node.addRoute({ to: `${p.ip}/32`, dev: host });
-  await node.ip('neigh', 'replace', p.ip, 'lladdr', p.mac, 'dev', host, 'nud', 'permanent');
-  ifindex[host] = await node.ifindex(host);
+  ifindex[host] = await wirePod(node, pod, { ip: p.ip, mac: p.mac, hostMac: p.hostMac, host });
 }
 
 const dp = Datapath.open({ pinDir: `/sys/fs/bpf/hypha/hybench-${process.pid}` });

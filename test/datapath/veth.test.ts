@@ -10,6 +10,7 @@ import { Datapath, type DatapathEvent, decodeEvents, EventType } from '../../src
 import { type NetNs, NetScope } from '../../src/lab/net/index.js';
 import type { PolicyEntry } from '../../src/policy/index.js';
 import { repoRoot, skipUnlessPrivileged } from '../helpers/kernel.js';
+import { wirePod } from '../helpers/pods.js';
 
 const NODE = join(repoRoot, 'node_modules/.bin/node');
 const A = {
@@ -26,7 +27,6 @@ const B = {
   mac: '02:00:0a:f4:07:14',
   hostMac: '02:00:0a:f4:07:bb',
 };
-const GW = '169.254.1.1';
 
 describe('endpoint programs on real traffic', { skip: skipUnlessPrivileged() }, () => {
   const net = new NetScope();
@@ -48,16 +48,7 @@ describe('endpoint programs on real traffic', { skip: skipUnlessPrivileged() }, 
       [podA, A, 'hyvA'],
       [podB, B, 'hyvB'],
     ] as const) {
-      await node.addVeth(host, { peer: 'eth0', peerNs: pod, mac: p.hostMac, peerMac: p.mac });
-      await pod.sysctl('net.ipv6.conf.all.disable_ipv6', 1);
-      await pod.addAddress('eth0', `${p.ip}/32`);
-      await pod.setUp('eth0');
-      await node.setUp(host);
-      await pod.addRoute({ to: 'default', via: GW, dev: 'eth0', onlink: true });
-      await pod.ip('neigh', 'replace', GW, 'lladdr', p.hostMac, 'dev', 'eth0', 'nud', 'permanent');
-      await node.addRoute({ to: `${p.ip}/32`, dev: host });
-      await node.ip('neigh', 'replace', p.ip, 'lladdr', p.mac, 'dev', host, 'nud', 'permanent');
-      ifindex[host] = await node.ifindex(host);
+      ifindex[host] = await wirePod(node, pod, { ip: p.ip, mac: p.mac, hostMac: p.hostMac, host });
     }
     dp = Datapath.open({ pinDir });
     reader = dp.eventReader();
