@@ -3,16 +3,17 @@
  * node: p50/p99 latency, and the agent's memory afterwards. The baseline is the bare
  * start of the pinned Node.js (every CNI call is a new process).
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { unpin } from '../src/bpf/index.js';
 import { NetScope, uniqueName } from '../src/lab/net/index.js';
+import { startAgentProcess } from '../test/helpers/agent.js';
 import { figure, percentile, repoRoot, writeResults } from './report.js';
 
 const PODS = Number(process.env.HYPHA_BENCH_PODS ?? 200);
-const HYPHA = join(repoRoot, 'bin/hypha');
+const _HYPHA = join(repoRoot, 'bin/hypha');
 const CNI = join(repoRoot, 'bin/hypha-cni');
 const NODE = join(repoRoot, 'node_modules/.bin/node');
 
@@ -38,32 +39,16 @@ spec:
 );
 const socket = join(work, 'agent.sock');
 const pinDir = `/sys/fs/bpf/hypha/${node.name}`;
-const agent = spawn(
-  'nsenter',
-  [
-    `--net=/var/run/netns/${node.name}`,
-    '--',
-    HYPHA,
-    'agent',
-    '--node',
-    node.name!,
-    '--pod-cidr',
-    '10.247.0.0/22',
-    '--state-dir',
-    join(work, 'state'),
-    '--socket',
-    socket,
-    '--pin-dir',
-    pinDir,
-    '--manifests',
-    manifests,
-  ],
-  {
-    stdio: 'ignore',
-  },
-);
+const agent = await startAgentProcess({
+  netns: node.name!,
+  podCidr: '10.247.0.0/22',
+  stateDir: join(work, 'state'),
+  socket,
+  pinDir,
+  manifests,
+  stderr: 'ignore',
+});
 try {
-  for (let i = 0; i < 200 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 50));
   // Pod namespaces up front, in one batch: the runtime has them before it calls ADD.
   const names = Array.from({ length: PODS }, () => uniqueName('cp'));
   const b = net.batch();

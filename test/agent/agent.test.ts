@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -14,6 +14,7 @@ import { parseResponse } from '../../src/agent/client.js';
 import { HostScopeIpam } from '../../src/agent/ipam.js';
 import { unpin } from '../../src/bpf/index.js';
 import { type NetNs, NetScope } from '../../src/lab/net/index.js';
+import { startAgentProcess } from '../helpers/agent.js';
 import { repoRoot, skipUnlessPrivileged } from '../helpers/kernel.js';
 
 const HYPHA = join(repoRoot, 'bin/hypha');
@@ -78,34 +79,14 @@ describe('agent and CNI plugin on a node', { skip: skipUnlessPrivileged() }, () 
   let pinDir = '';
 
   const startAgent = async () => {
-    rmSync(socket, { force: true });
-    // nsenter, not `ip netns exec`: the latter remounts /sys, hiding the host's bpffs.
-    agent = spawn(
-      'nsenter',
-      [
-        `--net=/var/run/netns/${node.name}`,
-        '--',
-        HYPHA,
-        'agent',
-        '--node',
-        node.name!,
-        '--pod-cidr',
-        '10.246.0.0/24',
-        '--state-dir',
-        state,
-        '--socket',
-        socket,
-        '--pin-dir',
-        pinDir,
-        '--manifests',
-        manifests,
-      ],
-      {
-        stdio: ['ignore', 'ignore', 'inherit'],
-      },
-    );
-    for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 50));
-    assert.ok(existsSync(socket), 'the agent serves its API');
+    agent = await startAgentProcess({
+      netns: node.name!,
+      podCidr: '10.246.0.0/24',
+      stateDir: state,
+      socket,
+      pinDir,
+      manifests,
+    });
   };
   const cni = (command: string, pod: string, netns = `/var/run/netns/${pods[pod]?.name}`) =>
     node.exec(CNI, [], {
