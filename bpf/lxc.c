@@ -17,7 +17,7 @@
 
 #include <linux/tcp.h>
 #include <linux/udp.h>
-#include <linux/icmp.h>
+#include "include/icmp.h"
 
 struct packet4 {
 	struct ct_key4 tuple; /* scope left 0 */
@@ -81,7 +81,7 @@ static __always_inline int parse4(struct __sk_buff *skb, struct packet4 *p)
 		return 0;
 	}
 	case IPPROTO_ICMP: {
-		struct icmphdr ih;
+		struct icmp4hdr ih;
 
 		if (bpf_skb_load_bytes(skb, l4off, &ih, sizeof(ih)) < 0)
 			return DROP_CT_INVALID_HEADER;
@@ -89,8 +89,8 @@ static __always_inline int parse4(struct __sk_buff *skb, struct packet4 *p)
 		p->policy_port = bpf_htons(ih.type);
 		if (ih.type == ICMP_ECHO || ih.type == ICMP_ECHOREPLY) {
 			/* Echo request and reply share the identifier: it stands for both ports. */
-			p->tuple.sport = ih.un.echo.id;
-			p->tuple.dport = ih.un.echo.id;
+			p->tuple.sport = ih.echo_id;
+			p->tuple.dport = ih.echo_id;
 		} else if (ih.type == ICMP_DEST_UNREACH || ih.type == ICMP_TIME_EXCEEDED) {
 			struct iphdr inner;
 			__be16 ports[2];
