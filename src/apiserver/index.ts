@@ -1,0 +1,5 @@
+export * from './api.js';
+export * from './object.js';
+export * from './resources.js';
+export * from './server.js';
+export { Store } from './store.js';
