@@ -30,6 +30,7 @@ import {
   policyKey,
 } from '../policy/index.js';
 import { HostScopeIpam } from './ipam.js';
+import { type ClusterState, CrdIdentityAllocator, KubernetesWatcher, type RemoteEndpoint } from './k8s.js';
 import { readJson, writeJsonAtomic } from './state.js';
 
 export interface AgentConfig {
@@ -40,6 +41,10 @@ export interface AgentConfig {
   pinDir: string;
   /** Files or folders of manifests: policies, namespaces, pods (for their labels). */
   manifests: string[];
+  /** Watch this cluster (a kubeconfig) for namespaces, pods, policies and identities. */
+  kubeconfig?: string;
+  /** The node's address, published in its CiliumEndpoints. */
+  nodeIp?: string;
 }
 
 /** What the CNI plugin tells the agent about a pod it wired. */
@@ -123,7 +128,10 @@ export class Agent {
   readonly config: AgentConfig;
   readonly ipam: HostScopeIpam;
   readonly repo = new PolicyRepository();
-  readonly #alloc: PersistentAllocator;
+  readonly #alloc: IdentityAllocator;
+  #kube: KubernetesWatcher | undefined;
+  #remote = new Map<string, RemoteEndpoint>();
+  #knownIdentities = new Set<number>();
   readonly #endpoints = new Map<string, EndpointRecord>();
   #datapath: Datapath;
   #manifestErrors: string[] = [];
@@ -140,8 +148,27 @@ export class Agent {
   constructor(config: AgentConfig) {
     this.config = config;
     this.ipam = new HostScopeIpam(config.podCidr, join(config.stateDir, 'ipam.json'));
-    this.#alloc = new PersistentAllocator(join(config.stateDir, 'identities.json'));
     this.#datapath = Datapath.open({ pinDir: config.pinDir });
+    if (config.kubeconfig) {
+      const alloc = new CrdIdentityAllocator();
+      alloc.onConflict = () => this.#apply(this.repo.bulk(() => this.#relabelAll()));
+      this.#alloc = alloc;
+      this.#kube = new KubernetesWatcher({
+        kubeconfig: config.kubeconfig,
+        node: config.node,
+        sink: this,
+        allocator: alloc,
+        log: (m) => console.error(`hypha agent: ${m}`),
+      });
+    } else {
+      this.#alloc = new PersistentAllocator(join(config.stateDir, 'identities.json'));
+    }
+  }
+
+  /** Starts watching the cluster, if configured; resolves once the first lists are in. */
+  async startWatching(): Promise<void> {
+    await this.#kube?.start();
+    this.#publish();
   }
 
   get datapath(): Datapath {
@@ -181,6 +208,7 @@ export class Agent {
   }
 
   stop(): void {
+    this.#kube?.stop();
     for (const w of this.#watchers) w.close();
     this.#eventsAbort.abort();
     this.#datapath.close();
@@ -229,23 +257,73 @@ export class Agent {
         }
       }
     }
-    this.#podLabels = podLabels;
-    this.#nsLabels = nsLabels;
-    this.#manifestErrors = errors;
+    this.setClusterState({ podLabels, nsLabels, policies, errors });
+  }
+
+  /**
+   * What the cluster wants, from the manifests or the Kubernetes watcher: labels of pods
+   * and namespaces, and the policies. Only the resulting differences reach the maps.
+   */
+  setClusterState(state: ClusterState): void {
+    this.#podLabels = state.podLabels;
+    this.#nsLabels = state.nsLabels;
+    this.#manifestErrors = state.errors;
     this.#manifestsLoadedAt = new Date().toISOString();
-    const diffs: EndpointDiff[] = [];
-    diffs.push(
-      ...this.repo.bulk(() => {
-        const wanted = new Set(policies.map((p) => policyKey(p.origin)));
-        for (const p of this.repo.policies())
-          if (!wanted.has(policyKey(p.origin))) this.repo.deletePolicy(p.origin);
-        for (const p of policies) this.repo.upsertPolicy(p);
-        this.#policyKeys = wanted;
-        // Labels may have changed: endpoints follow.
-        for (const rec of this.#endpoints.values()) this.#relabel(rec);
-      }),
-    );
+    const { policies } = state;
+    const diffs = this.repo.bulk(() => {
+      const wanted = new Set(policies.map((p) => policyKey(p.origin)));
+      for (const p of this.repo.policies()) if (!wanted.has(policyKey(p.origin))) this.repo.deletePolicy(p.origin);
+      for (const p of policies) this.repo.upsertPolicy(p);
+      this.#policyKeys = wanted;
+      // Labels may have changed: endpoints follow.
+      this.#relabelAll();
+    });
     this.#apply(diffs);
+  }
+
+  /** Every identity in the cluster, so selectors match pods on other nodes too. */
+  setIdentities(ids: Identity[]): void {
+    const diffs = this.repo.bulk(() => {
+      const now = new Set(ids.map((i) => i.id));
+      for (const id of this.#knownIdentities) if (!now.has(id)) this.repo.deleteIdentity(id);
+      for (const i of ids) this.repo.upsertIdentity(i.id, i.labels);
+      this.#knownIdentities = now;
+    });
+    this.#apply(diffs);
+  }
+
+  /** Pod IPs on other nodes and their identities, into the ipcache. */
+  setRemoteEndpoints(eps: RemoteEndpoint[]): void {
+    const next = new Map(eps.map((e) => [e.ip, e]));
+    const local = new Set([...this.#endpoints.values()].map((r) => r.ip));
+    for (const ip of this.#remote.keys()) {
+      if (!next.has(ip) && !local.has(ip)) this.#datapath.deleteIpcache(`${ip}/32`);
+    }
+    for (const [ip, e] of next) {
+      if (local.has(ip) || this.#remote.get(ip)?.identity === e.identity) continue;
+      this.#datapath.upsertIpcache(`${ip}/32`, e.identity);
+    }
+    this.#remote = next;
+  }
+
+  #relabelAll(): void {
+    for (const rec of this.#endpoints.values()) this.#relabel(rec);
+  }
+
+  #publish(): void {
+    if (!this.#kube) return;
+    void this.#kube.publish(
+      this.endpoints().map((e) => ({
+        id: e.id,
+        podNamespace: e.podNamespace,
+        podName: e.podName,
+        ip: e.ip,
+        identity: e.identity,
+        labels: e.labels,
+        state: e.state,
+      })),
+      this.config.nodeIp ?? '',
+    );
   }
 
   #labelsFor(ns: string, pod: string): Labels {
@@ -410,5 +488,6 @@ export class Agent {
 
   #save(): void {
     writeJsonAtomic(join(this.config.stateDir, 'endpoints.json'), this.endpoints());
+    this.#publish();
   }
 }

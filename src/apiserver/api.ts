@@ -258,8 +258,8 @@ export class Api {
       );
     const crd = this.#crdOf(r);
     if (crd && this.#schemaCheck) {
+      // Unknown fields first: a strict decoder refuses them before any schema is checked.
       const { causes, unknown } = this.#schemaCheck(crd, o);
-      if (causes.length) throw errors.invalid(r, name, causes);
       if (unknown.length) {
         const mode = opts.fieldValidation ?? 'Warn';
         if (mode === 'Strict')
@@ -268,6 +268,7 @@ export class Api {
           );
         if (mode === 'Warn') warnings.push(...unknown.map((u) => `unknown field "${u}"`));
       }
+      if (causes.length) throw errors.invalid(r, name, causes);
     }
     const causes = admit(r, o, old, this.#context());
     if (causes.length) throw errors.invalid(r, name, causes);

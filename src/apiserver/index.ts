@@ -1,4 +1,5 @@
 export * from './api.js';
+export { checkAgainstCrd } from './crd-check.js';
 export * from './object.js';
 export * from './resources.js';
 export * from './server.js';

@@ -13,7 +13,7 @@ function socketOf(values: Record<string, unknown>): string {
   return (values.socket as string | undefined) ?? defaultSocket(values.node as string | undefined);
 }
 
-const AGENT_KEYS = ['node', 'pod-cidr', 'state-dir', 'socket', 'pin-dir', 'manifests'];
+const AGENT_KEYS = ['node', 'pod-cidr', 'state-dir', 'socket', 'pin-dir', 'manifests', 'kubeconfig', 'node-ip'];
 
 /** The agent's config file: the flags' names as keys; unknown keys and wrong types are errors. */
 function readAgentConfig(path: string | undefined): Record<string, unknown> {
@@ -76,6 +76,12 @@ export const agentCommands: Command[] = [
         value: 'path',
         description: 'policy/namespace/pod manifests to watch (repeatable)',
       },
+      kubeconfig: {
+        type: 'string',
+        value: 'file',
+        description: 'watch this Kubernetes cluster for namespaces, pods, policies, identities',
+      },
+      'node-ip': { type: 'string', value: 'ip', description: "this node's address (published in CiliumEndpoints)" },
     },
     async run({ values: flags, stdout, signal }) {
       const values = { ...readAgentConfig(flags.config as string | undefined), ...definedOnly(flags) };
@@ -91,9 +97,12 @@ export const agentCommands: Command[] = [
         socket: (values.socket as string | undefined) ?? `/var/run/hypha/${node}/agent.sock`,
         pinDir: (values['pin-dir'] as string | undefined) ?? `/sys/fs/bpf/hypha/${node}`,
         manifests: (values.manifests as string[] | undefined) ?? [],
+        ...(values.kubeconfig ? { kubeconfig: values.kubeconfig as string } : {}),
+        ...(values['node-ip'] ? { nodeIp: values['node-ip'] as string } : {}),
       };
       const agent = new Agent(config);
       agent.start();
+      await agent.startWatching();
       agent
         .drainEvents()
         .catch((err: unknown) => stdout.write(`hypha agent: event reader stopped: ${String(err)}\n`));

@@ -1,0 +1,323 @@
+/**
+ * The agent's view of a Kubernetes cluster, through @kubernetes/client-node informers:
+ * the same code against the lab's API server or a real one. It records what the cluster
+ * wants (namespaces and pods for labels, policies, identities, other nodes' endpoints)
+ * and hands the agent whole snapshots, debounced, through the same interface the manifest
+ * directory uses. Identities are allocated cluster-wide as CiliumIdentity objects, and
+ * each local endpoint is published as a CiliumEndpoint, which is how other nodes learn
+ * which identity stands behind a remote pod IP.
+ */
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  type Informer,
+  KubeConfig,
+  type KubernetesObject,
+  makeInformer,
+  NetworkingV1Api,
+  PatchStrategy,
+  setHeaderOptions,
+} from '@kubernetes/client-node';
+import { createHash } from 'node:crypto';
+import { errorMessage, ValidationError } from '../errors.js';
+import { formatLabels, type Identity, type IdentityAllocator, labelsKey, MIN_CLUSTER_IDENTITY } from '../identity/index.js';
+import type { Labels } from '../k8s/selector.js';
+import { type Policy, parsePolicy } from '../policy/index.js';
+
+export interface ClusterState {
+  podLabels: Map<string, Labels>;
+  nsLabels: Map<string, Labels>;
+  policies: Policy[];
+  errors: string[];
+}
+
+/** A pod IP on another node and the identity behind it. */
+export interface RemoteEndpoint {
+  ip: string;
+  identity: number;
+  node: string;
+}
+
+/** What the watcher needs from the agent. */
+export interface ClusterSink {
+  setClusterState(state: ClusterState): void;
+  setIdentities(ids: Identity[]): void;
+  setRemoteEndpoints(eps: RemoteEndpoint[]): void;
+}
+
+/** The local endpoint facts a CiliumEndpoint publishes. */
+export interface PublishedEndpoint {
+  id: number;
+  podNamespace: string;
+  podName: string;
+  ip: string;
+  identity: number;
+  labels: Labels;
+  state: string;
+}
+
+const CILIUM = { group: 'cilium.io', version: 'v2' };
+const MAX_CLUSTER_IDENTITY = 65535;
+const DEBOUNCE_MS = 15;
+const MERGE = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+
+type Obj = KubernetesObject & Record<string, unknown>;
+
+function labelsFromSecurity(raw: unknown): Labels {
+  const out: Record<string, string> = {};
+  if (raw && typeof raw === 'object')
+    for (const [k, v] of Object.entries(raw as Record<string, unknown>)) out[k.replace(/^k8s:/, '')] = String(v);
+  return out;
+}
+
+/**
+ * Cluster identities as CiliumIdentity objects. The number for a new label set comes
+ * from a hash of the labels, probing past numbers already taken, so two nodes meeting the
+ * same pods at once pick the same number and the second create finds it made. A number
+ * another label set won in a race is given up and the label set allocated again.
+ */
+export class CrdIdentityAllocator implements IdentityAllocator {
+  readonly #byKey = new Map<string, Identity>();
+  readonly #byId = new Map<number, Identity>();
+  readonly #pending = new Map<number, Identity>();
+  #custom: CustomObjectsApi | undefined;
+  /** Called when a pending identity lost its number: endpoints using it must re-allocate. */
+  onConflict: (() => void) | undefined;
+
+  bind(custom: CustomObjectsApi): void {
+    this.#custom = custom;
+    for (const id of this.#pending.values()) this.#create(id);
+  }
+
+  /** The identities the cluster holds, from the informer. */
+  sync(all: Identity[]): void {
+    this.#byKey.clear();
+    this.#byId.clear();
+    for (const id of all) {
+      this.#byKey.set(labelsKey(id.labels), id);
+      this.#byId.set(id.id, id);
+    }
+    let lost = false;
+    for (const [n, id] of this.#pending) {
+      const won = this.#byId.get(n);
+      if (!won) continue;
+      this.#pending.delete(n);
+      if (labelsKey(won.labels) !== labelsKey(id.labels)) lost = true;
+    }
+    if (lost) this.onConflict?.();
+  }
+
+  allocate(labels: Labels): Identity {
+    const key = labelsKey(labels);
+    const known = this.#byKey.get(key) ?? [...this.#pending.values()].find((p) => labelsKey(p.labels) === key);
+    if (known) return known;
+    const span = MAX_CLUSTER_IDENTITY - MIN_CLUSTER_IDENTITY + 1;
+    const start = createHash('sha256').update(key).digest().readUInt32BE(0) % span;
+    for (let i = 0; i < span; i++) {
+      const n = MIN_CLUSTER_IDENTITY + ((start + i) % span);
+      if (this.#byId.has(n) || this.#pending.has(n)) continue;
+      const id = { id: n, labels: { ...labels } };
+      this.#pending.set(n, id);
+      this.#create(id);
+      return id;
+    }
+    throw new Error('no cluster identity left');
+  }
+
+  #create(id: Identity): void {
+    if (!this.#custom) return;
+    const body = {
+      apiVersion: 'cilium.io/v2',
+      kind: 'CiliumIdentity',
+      metadata: {
+        name: String(id.id),
+        labels: Object.fromEntries(
+          Object.entries(id.labels)
+            .filter(([k, v]) => k.length <= 63 && v.length <= 63 && /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/.test(v))
+            .filter(([k]) => /^([a-z0-9.-]+\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/.test(k)),
+        ),
+      },
+      'security-labels': Object.fromEntries(Object.entries(id.labels).map(([k, v]) => [`k8s:${k}`, v])),
+    };
+    this.#custom.createClusterCustomObject({ ...CILIUM, plural: 'ciliumidentities', body }).catch((err: unknown) => {
+      // 409: made already, by another node for the same labels or not; the informer tells which.
+      if ((err as { code?: number }).code !== 409) console.error(`hypha agent: identity ${id.id}: ${errorMessage(err)}`);
+    });
+  }
+
+  release(): void {
+    // Unused identities are garbage-collected cluster-wide (the operator's job), not here.
+  }
+
+  lookup(n: number): Identity | undefined {
+    return this.#byId.get(n) ?? this.#pending.get(n);
+  }
+
+  all(): Identity[] {
+    return [...this.#byId.values(), ...this.#pending.values()];
+  }
+}
+
+export interface KubernetesWatcherOptions {
+  kubeconfig: string;
+  node: string;
+  sink: ClusterSink;
+  allocator: CrdIdentityAllocator;
+  log?: (msg: string) => void;
+}
+
+export class KubernetesWatcher {
+  readonly #kc = new KubeConfig();
+  readonly #o: KubernetesWatcherOptions;
+  readonly #informers: Informer<Obj>[] = [];
+  readonly #core: CoreV1Api;
+  readonly #net: NetworkingV1Api;
+  readonly #custom: CustomObjectsApi;
+  readonly #cache = new Map<string, Map<string, Obj>>();
+  #timer: NodeJS.Timeout | undefined;
+  #synced = false;
+  readonly #published = new Map<string, string>();
+
+  constructor(o: KubernetesWatcherOptions) {
+    this.#o = o;
+    this.#kc.loadFromFile(o.kubeconfig);
+    this.#core = this.#kc.makeApiClient(CoreV1Api);
+    this.#net = this.#kc.makeApiClient(NetworkingV1Api);
+    this.#custom = this.#kc.makeApiClient(CustomObjectsApi);
+  }
+
+  async start(): Promise<void> {
+    const custom = (plural: string) => () =>
+      this.#custom.listClusterCustomObject({ ...CILIUM, plural }) as Promise<{ items: Obj[]; metadata?: { resourceVersion?: string } }>;
+    const sources: [string, string, () => Promise<{ items: Obj[] }>][] = [
+      ['namespaces', '/api/v1/namespaces', () => this.#core.listNamespace() as never],
+      ['pods', '/api/v1/pods', () => this.#core.listPodForAllNamespaces() as never],
+      ['networkpolicies', '/apis/networking.k8s.io/v1/networkpolicies', () => this.#net.listNetworkPolicyForAllNamespaces() as never],
+      ['ciliumnetworkpolicies', '/apis/cilium.io/v2/ciliumnetworkpolicies', custom('ciliumnetworkpolicies')],
+      ['ciliumclusterwidenetworkpolicies', '/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies', custom('ciliumclusterwidenetworkpolicies')],
+      ['ciliumidentities', '/apis/cilium.io/v2/ciliumidentities', custom('ciliumidentities')],
+      ['ciliumendpoints', '/apis/cilium.io/v2/ciliumendpoints', custom('ciliumendpoints')],
+    ];
+    for (const [name, path, list] of sources) {
+      const cache = new Map<string, Obj>();
+      this.#cache.set(name, cache);
+      const inf = makeInformer<Obj>(this.#kc, path, list as never);
+      const key = (o: Obj) => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
+      inf.on('add', (o) => this.#changed(cache.set(key(o), o)));
+      inf.on('update', (o) => this.#changed(cache.set(key(o), o)));
+      inf.on('delete', (o) => this.#changed(cache.delete(key(o))));
+      inf.on('error', (err) => {
+        this.#o.log?.(`watch ${path}: ${errorMessage(err)}; retrying`);
+        setTimeout(() => void inf.start().catch(() => {}), 1000).unref();
+      });
+      this.#informers.push(inf);
+    }
+    await Promise.all(this.#informers.map((i) => i.start()));
+    this.#synced = true;
+    this.#o.allocator.bind(this.#custom);
+    this.#flush();
+  }
+
+  stop(): void {
+    clearTimeout(this.#timer);
+    for (const i of this.#informers) void i.stop();
+  }
+
+  #changed(_: unknown): void {
+    if (!this.#synced || this.#timer) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#flush();
+    }, DEBOUNCE_MS);
+  }
+
+  #items(name: string): Obj[] {
+    return [...(this.#cache.get(name)?.values() ?? [])];
+  }
+
+  #flush(): void {
+    const { sink, allocator } = this.#o;
+    const ids = this.#items('ciliumidentities').map((o) => ({
+      id: Number(o.metadata?.name),
+      labels: labelsFromSecurity(o['security-labels']),
+    }));
+    allocator.sync(ids.filter((i) => Number.isInteger(i.id)));
+    sink.setIdentities(allocator.all());
+    const nsLabels = new Map<string, Labels>();
+    for (const ns of this.#items('namespaces')) nsLabels.set(ns.metadata!.name!, ns.metadata?.labels ?? {});
+    const podLabels = new Map<string, Labels>();
+    for (const p of this.#items('pods')) podLabels.set(`${p.metadata?.namespace}/${p.metadata?.name}`, p.metadata?.labels ?? {});
+    const policies: Policy[] = [];
+    const errors: string[] = [];
+    for (const [name, kind, apiVersion] of [
+      ['networkpolicies', 'NetworkPolicy', 'networking.k8s.io/v1'],
+      ['ciliumnetworkpolicies', 'CiliumNetworkPolicy', 'cilium.io/v2'],
+      ['ciliumclusterwidenetworkpolicies', 'CiliumClusterwideNetworkPolicy', 'cilium.io/v2'],
+    ] as const) {
+      for (const o of this.#items(name)) {
+        try {
+          policies.push(...parsePolicy({ ...o, kind, apiVersion } as Record<string, unknown>).policies);
+        } catch (err) {
+          if (!(err instanceof ValidationError)) throw err;
+          errors.push(err.message);
+        }
+      }
+    }
+    sink.setClusterState({ podLabels, nsLabels, policies, errors });
+    const remote: RemoteEndpoint[] = [];
+    for (const cep of this.#items('ciliumendpoints')) {
+      const status = (cep.status ?? {}) as {
+        identity?: { id?: number };
+        networking?: { node?: string; addressing?: { ipv4?: string }[] };
+      };
+      const node = (cep.metadata?.labels ?? {})['hypha.io/node'] ?? '';
+      const ip = status.networking?.addressing?.[0]?.ipv4;
+      const identity = status.identity?.id;
+      if (node !== this.#o.node && ip && identity) remote.push({ ip, identity, node });
+    }
+    sink.setRemoteEndpoints(remote);
+  }
+
+  /** Makes the CiliumEndpoint objects match the local endpoints; writes only what changed. */
+  async publish(endpoints: PublishedEndpoint[], nodeIp: string): Promise<void> {
+    if (!this.#synced) return;
+    const wanted = new Map(endpoints.map((e) => [`${e.podNamespace}/${e.podName}`, e]));
+    for (const [key, e] of wanted) {
+      const status = {
+        id: e.id,
+        identity: { id: e.identity, labels: formatLabels(e.labels) },
+        networking: { addressing: [{ ipv4: e.ip }], node: nodeIp },
+        state: e.state,
+      };
+      const digest = JSON.stringify(status);
+      if (this.#published.get(key) === digest) continue;
+      const body = {
+        apiVersion: 'cilium.io/v2',
+        kind: 'CiliumEndpoint',
+        metadata: { name: e.podName, namespace: e.podNamespace, labels: { 'hypha.io/node': this.#o.node } },
+        status,
+      };
+      const ref = { ...CILIUM, plural: 'ciliumendpoints', namespace: e.podNamespace, name: e.podName };
+      try {
+        const existing = this.#cache.get('ciliumendpoints')?.get(key);
+        if (existing) {
+          await this.#custom.patchNamespacedCustomObject({ ...ref, body: { metadata: body.metadata } }, MERGE);
+        } else {
+          await this.#custom.createNamespacedCustomObject({ ...ref, body });
+        }
+        await this.#custom.patchNamespacedCustomObjectStatus({ ...ref, body: { status } }, MERGE);
+        this.#published.set(key, digest);
+      } catch (err) {
+        this.#o.log?.(`CiliumEndpoint ${key}: ${errorMessage(err)}`);
+      }
+    }
+    for (const cep of this.#items('ciliumendpoints')) {
+      const key = `${cep.metadata?.namespace}/${cep.metadata?.name}`;
+      if ((cep.metadata?.labels ?? {})['hypha.io/node'] !== this.#o.node || wanted.has(key)) continue;
+      this.#published.delete(key);
+      await this.#custom
+        .deleteNamespacedCustomObject({ ...CILIUM, plural: 'ciliumendpoints', namespace: cep.metadata!.namespace!, name: cep.metadata!.name! })
+        .catch((err: unknown) => this.#o.log?.(`CiliumEndpoint ${key}: ${errorMessage(err)}`));
+    }
+  }
+}
