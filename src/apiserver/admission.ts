@@ -284,9 +284,14 @@ function admitService(
 function admitWorkload(o: KObject, causes: StatusCause[]): void {
   if (!isObject(o.spec)) o.spec = {};
   const spec = o.spec as JsonObject;
-  spec.replicas ??= 1;
-  if (!Number.isInteger(spec.replicas) || (spec.replicas as number) < 0)
-    causes.push(field.invalid('spec.replicas', spec.replicas, 'must be greater than or equal to 0'));
+  if (o.kind !== 'DaemonSet') {
+    spec.replicas ??= 1;
+    if (!Number.isInteger(spec.replicas) || (spec.replicas as number) < 0)
+      causes.push(field.invalid('spec.replicas', spec.replicas, 'must be greater than or equal to 0'));
+  } else {
+    spec.updateStrategy ??= { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1, maxSurge: 0 } };
+    spec.revisionHistoryLimit ??= 10;
+  }
   if (o.kind === 'Deployment') {
     spec.strategy ??= { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: '25%', maxSurge: '25%' } };
     spec.revisionHistoryLimit ??= 10;
@@ -374,6 +379,7 @@ export function admit(
       break;
     case 'Deployment':
     case 'ReplicaSet':
+    case 'DaemonSet':
       admitWorkload(o, causes);
       break;
     case 'EndpointSlice': {

@@ -93,10 +93,23 @@ function cidrRange(cidr: string): [number, number] {
   return [base, base + size - 1];
 }
 
+/** JSON with sorted keys: equal objects give equal strings whatever order their keys came in. */
+function canonical(v: unknown): string {
+  return JSON.stringify(v, (_, x: unknown) =>
+    isObject(x)
+      ? Object.fromEntries(
+          Object.keys(x)
+            .sort()
+            .map((k) => [k, x[k]]),
+        )
+      : x,
+  );
+}
+
 /** Everything but metadata and status: what bumps `generation` when it changes. */
 function specOf(o: KObject): string {
   const { metadata: _m, status: _s, ...rest } = o;
-  return JSON.stringify(rest);
+  return canonical(rest);
 }
 
 export class Api {
@@ -416,6 +429,9 @@ export class Api {
     if (specOf(next) !== specOf(old)) next.metadata.generation = (old.metadata.generation ?? 1) + 1;
     if (r.kind === 'CustomResourceDefinition') this.#crdStatus(next);
     if (opts.dryRun) return { object: next, warnings };
+    // A write that changes nothing is not a write: no new resourceVersion, no watch event.
+    next.metadata.resourceVersion = old.metadata.resourceVersion;
+    if (canonical(next) === canonical(old)) return { object: old, warnings };
     if (next.metadata.deletionTimestamp && (next.metadata.finalizers ?? []).length === 0) {
       return { object: this.#remove(r, next), warnings };
     }

@@ -333,6 +333,31 @@ export const BUILTIN_RESOURCES: readonly ResourceType[] = [
   builtin(
     'apps',
     'v1',
+    'DaemonSet',
+    'daemonsets',
+    true,
+    ['ds'],
+    [
+      col('Desired', (o) => Number(get(o, 'status', 'desiredNumberScheduled') ?? 0), 0, 'integer'),
+      col('Current', (o) => Number(get(o, 'status', 'currentNumberScheduled') ?? 0), 0, 'integer'),
+      col('Ready', (o) => Number(get(o, 'status', 'numberReady') ?? 0), 0, 'integer'),
+      col('Up-to-date', (o) => Number(get(o, 'status', 'updatedNumberScheduled') ?? 0), 0, 'integer'),
+      col('Available', (o) => Number(get(o, 'status', 'numberAvailable') ?? 0), 0, 'integer'),
+      col('Node Selector', (o) => {
+        const sel = get(o, 'spec', 'template', 'spec', 'nodeSelector');
+        return isObject(sel) && Object.keys(sel).length
+          ? Object.entries(sel)
+              .map(([k, v]) => `${k}=${String(v)}`)
+              .join(',')
+          : '<none>';
+      }),
+      AGE,
+    ],
+    { categories: ['all'], status: true },
+  ),
+  builtin(
+    'apps',
+    'v1',
     'ReplicaSet',
     'replicasets',
     true,

@@ -8,8 +8,10 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { parse as parseYaml } from 'yaml';
 import type { Api, PatchType, WatchEvent, WriteOptions } from './api.js';
+import { type ExecRequest, type ExecTarget, execRequest, serveExec } from './exec.js';
 import { ApiError, errors, isObject, type JsonObject, type KObject } from './object.js';
 import { apiVersionOf, type ResourceType } from './resources.js';
 
@@ -35,6 +37,8 @@ export interface ResponseSink {
 
 export interface ApiServerOptions {
   api: Api;
+  /** What runs a command in a pod's container for `kubectl exec` (the lab's kubelet). */
+  podExec?: (r: ExecRequest) => Promise<ExecTarget>;
   /** Serves a pod's container log for `kubectl logs` (the lab's kubelet). */
   podLog?: (namespace: string, pod: string, container: string | undefined) => Promise<string>;
 }
@@ -56,10 +60,28 @@ const json = (sink: ResponseSink, status: number, body: unknown, warnings: strin
 export class ApiHandler {
   readonly #api: Api;
   readonly #podLog: ApiServerOptions['podLog'];
+  readonly #podExec: ApiServerOptions['podExec'];
 
   constructor(o: ApiServerOptions) {
     this.#api = o.api;
     this.#podLog = o.podLog;
+    this.#podExec = o.podExec;
+  }
+
+  /** A WebSocket upgrade: `kubectl exec` on a pod. Anything else is refused. */
+  upgrade(req: IncomingMessage, socket: Duplex): void {
+    const url = new URL(req.url ?? '/', 'https://apiserver');
+    const m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/exec$/.exec(url.pathname);
+    if (!m || !this.#podExec) {
+      socket.end('HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n\r\nonly pods/exec upgrades\n');
+      return;
+    }
+    const [ns, pod] = [decodeURIComponent(m[1]!), decodeURIComponent(m[2]!)];
+    const podExec = this.#podExec;
+    serveExec(req, socket, execRequest(ns, pod, url.searchParams), async (r) => {
+      this.#api.get(this.#api.resource('', 'pods')!, ns, pod);
+      return podExec(r);
+    });
   }
 
   async handle(req: ApiRequest, sink: ResponseSink): Promise<void> {
@@ -459,6 +481,13 @@ export class ApiHandler {
       if (r.kind === 'Pod') {
         resources.push({ name: 'pods/log', singularName: '', namespaced: true, kind: 'Pod', verbs: ['get'] });
         resources.push({
+          name: 'pods/exec',
+          singularName: '',
+          namespaced: true,
+          kind: 'PodExecOptions',
+          verbs: ['create', 'get'],
+        });
+        resources.push({
           name: 'pods/binding',
           singularName: '',
           namespaced: true,
@@ -546,6 +575,14 @@ export async function listen(
   let port = o.port;
   for (const host of hosts) {
     const server = createHttpsServer({ key: o.key, cert: o.cert }, (req, res) => void serve(req, res));
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+      const auth = Buffer.from(req.headers.authorization ?? '');
+      if (auth.length !== expected.length || !timingSafeEqual(auth, expected)) {
+        socket.end('HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain\r\n\r\nUnauthorized\n');
+        return;
+      }
+      handler.upgrade(req, socket);
+    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => resolve());

@@ -6,6 +6,7 @@ import { callAgent, defaultSocket } from '../../agent/client.js';
 import { dropReasonName, summarizePacket } from '../../datapath/index.js';
 import { UsageError } from '../../errors.js';
 import { formatLabels } from '../../identity/index.js';
+import { KubeClient, loadKubeconfig } from '../../k8s/client.js';
 import { protoName } from '../../policy/index.js';
 import { type Command, formatTable, OUTPUT_OPTION, SOCKET_OPTION, wantsJson } from '../command.js';
 
@@ -13,7 +14,16 @@ function socketOf(values: Record<string, unknown>): string {
   return (values.socket as string | undefined) ?? defaultSocket(values.node as string | undefined);
 }
 
-const AGENT_KEYS = ['node', 'pod-cidr', 'state-dir', 'socket', 'pin-dir', 'manifests', 'kubeconfig', 'node-ip'];
+const AGENT_KEYS = [
+  'node',
+  'pod-cidr',
+  'state-dir',
+  'socket',
+  'pin-dir',
+  'manifests',
+  'kubeconfig',
+  'node-ip',
+];
 
 /** The agent's config file: the flags' names as keys; unknown keys and wrong types are errors. */
 function readAgentConfig(path: string | undefined): Record<string, unknown> {
@@ -81,15 +91,31 @@ export const agentCommands: Command[] = [
         value: 'file',
         description: 'watch this Kubernetes cluster for namespaces, pods, policies, identities',
       },
-      'node-ip': { type: 'string', value: 'ip', description: "this node's address (published in CiliumEndpoints)" },
+      'node-ip': {
+        type: 'string',
+        value: 'ip',
+        description: "this node's address (published in CiliumEndpoints)",
+      },
     },
     async run({ values: flags, stdout, signal }) {
       const values = { ...readAgentConfig(flags.config as string | undefined), ...definedOnly(flags) };
       const node = values.node as string | undefined;
-      const podCidr = values['pod-cidr'] as string | undefined;
+      let podCidr = values['pod-cidr'] as string | undefined;
       if (!node || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(node))
         throw new UsageError('--node: a node name (DNS label) is required');
-      if (!podCidr) throw new UsageError('--pod-cidr is required');
+      let nodeIp = values['node-ip'] as string | undefined;
+      if (!podCidr && values.kubeconfig) {
+        // ipam.mode=kubernetes: the pod CIDR (and the node's address) come from the Node object.
+        const n = await new KubeClient(loadKubeconfig(values.kubeconfig as string)).json<{
+          spec?: { podCIDR?: string };
+          status?: { addresses?: { type: string; address: string }[] };
+        }>('GET', `/api/v1/nodes/${encodeURIComponent(node)}`);
+        podCidr = n.spec?.podCIDR;
+        nodeIp ??= n.status?.addresses?.find((a) => a.type === 'InternalIP')?.address;
+        if (!podCidr) throw new UsageError(`node ${node} has no spec.podCIDR yet`);
+      }
+      if (!podCidr)
+        throw new UsageError('--pod-cidr is required (or --kubeconfig, to read it from the Node)');
       const config: AgentConfig = {
         node,
         podCidr,
@@ -98,7 +124,7 @@ export const agentCommands: Command[] = [
         pinDir: (values['pin-dir'] as string | undefined) ?? `/sys/fs/bpf/hypha/${node}`,
         manifests: (values.manifests as string[] | undefined) ?? [],
         ...(values.kubeconfig ? { kubeconfig: values.kubeconfig as string } : {}),
-        ...(values['node-ip'] ? { nodeIp: values['node-ip'] as string } : {}),
+        ...(nodeIp ? { nodeIp } : {}),
       };
       const agent = new Agent(config);
       agent.start();
