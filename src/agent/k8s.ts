@@ -7,6 +7,8 @@
  * each local endpoint is published as a CiliumEndpoint, which is how other nodes learn
  * which identity stands behind a remote pod IP.
  */
+
+import { createHash } from 'node:crypto';
 import {
   CoreV1Api,
   CustomObjectsApi,
@@ -18,9 +20,14 @@ import {
   PatchStrategy,
   setHeaderOptions,
 } from '@kubernetes/client-node';
-import { createHash } from 'node:crypto';
 import { errorMessage, ValidationError } from '../errors.js';
-import { formatLabels, type Identity, type IdentityAllocator, labelsKey, MIN_CLUSTER_IDENTITY } from '../identity/index.js';
+import {
+  formatLabels,
+  type Identity,
+  type IdentityAllocator,
+  labelsKey,
+  MIN_CLUSTER_IDENTITY,
+} from '../identity/index.js';
 import type { Labels } from '../k8s/selector.js';
 import { type Policy, parsePolicy } from '../policy/index.js';
 
@@ -66,7 +73,8 @@ type Obj = KubernetesObject & Record<string, unknown>;
 function labelsFromSecurity(raw: unknown): Labels {
   const out: Record<string, string> = {};
   if (raw && typeof raw === 'object')
-    for (const [k, v] of Object.entries(raw as Record<string, unknown>)) out[k.replace(/^k8s:/, '')] = String(v);
+    for (const [k, v] of Object.entries(raw as Record<string, unknown>))
+      out[k.replace(/^k8s:/, '')] = String(v);
   return out;
 }
 
@@ -109,7 +117,8 @@ export class CrdIdentityAllocator implements IdentityAllocator {
 
   allocate(labels: Labels): Identity {
     const key = labelsKey(labels);
-    const known = this.#byKey.get(key) ?? [...this.#pending.values()].find((p) => labelsKey(p.labels) === key);
+    const known =
+      this.#byKey.get(key) ?? [...this.#pending.values()].find((p) => labelsKey(p.labels) === key);
     if (known) return known;
     const span = MAX_CLUSTER_IDENTITY - MIN_CLUSTER_IDENTITY + 1;
     const start = createHash('sha256').update(key).digest().readUInt32BE(0) % span;
@@ -133,16 +142,22 @@ export class CrdIdentityAllocator implements IdentityAllocator {
         name: String(id.id),
         labels: Object.fromEntries(
           Object.entries(id.labels)
-            .filter(([k, v]) => k.length <= 63 && v.length <= 63 && /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/.test(v))
+            .filter(
+              ([k, v]) =>
+                k.length <= 63 && v.length <= 63 && /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/.test(v),
+            )
             .filter(([k]) => /^([a-z0-9.-]+\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/.test(k)),
         ),
       },
       'security-labels': Object.fromEntries(Object.entries(id.labels).map(([k, v]) => [`k8s:${k}`, v])),
     };
-    this.#custom.createClusterCustomObject({ ...CILIUM, plural: 'ciliumidentities', body }).catch((err: unknown) => {
-      // 409: made already, by another node for the same labels or not; the informer tells which.
-      if ((err as { code?: number }).code !== 409) console.error(`hypha agent: identity ${id.id}: ${errorMessage(err)}`);
-    });
+    this.#custom
+      .createClusterCustomObject({ ...CILIUM, plural: 'ciliumidentities', body })
+      .catch((err: unknown) => {
+        // 409: made already, by another node for the same labels or not; the informer tells which.
+        if ((err as { code?: number }).code !== 409)
+          console.error(`hypha agent: identity ${id.id}: ${errorMessage(err)}`);
+      });
   }
 
   release(): void {
@@ -188,13 +203,24 @@ export class KubernetesWatcher {
 
   async start(): Promise<void> {
     const custom = (plural: string) => () =>
-      this.#custom.listClusterCustomObject({ ...CILIUM, plural }) as Promise<{ items: Obj[]; metadata?: { resourceVersion?: string } }>;
+      this.#custom.listClusterCustomObject({ ...CILIUM, plural }) as Promise<{
+        items: Obj[];
+        metadata?: { resourceVersion?: string };
+      }>;
     const sources: [string, string, () => Promise<{ items: Obj[] }>][] = [
       ['namespaces', '/api/v1/namespaces', () => this.#core.listNamespace() as never],
       ['pods', '/api/v1/pods', () => this.#core.listPodForAllNamespaces() as never],
-      ['networkpolicies', '/apis/networking.k8s.io/v1/networkpolicies', () => this.#net.listNetworkPolicyForAllNamespaces() as never],
+      [
+        'networkpolicies',
+        '/apis/networking.k8s.io/v1/networkpolicies',
+        () => this.#net.listNetworkPolicyForAllNamespaces() as never,
+      ],
       ['ciliumnetworkpolicies', '/apis/cilium.io/v2/ciliumnetworkpolicies', custom('ciliumnetworkpolicies')],
-      ['ciliumclusterwidenetworkpolicies', '/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies', custom('ciliumclusterwidenetworkpolicies')],
+      [
+        'ciliumclusterwidenetworkpolicies',
+        '/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies',
+        custom('ciliumclusterwidenetworkpolicies'),
+      ],
       ['ciliumidentities', '/apis/cilium.io/v2/ciliumidentities', custom('ciliumidentities')],
       ['ciliumendpoints', '/apis/cilium.io/v2/ciliumendpoints', custom('ciliumendpoints')],
     ];
@@ -246,7 +272,8 @@ export class KubernetesWatcher {
     const nsLabels = new Map<string, Labels>();
     for (const ns of this.#items('namespaces')) nsLabels.set(ns.metadata!.name!, ns.metadata?.labels ?? {});
     const podLabels = new Map<string, Labels>();
-    for (const p of this.#items('pods')) podLabels.set(`${p.metadata?.namespace}/${p.metadata?.name}`, p.metadata?.labels ?? {});
+    for (const p of this.#items('pods'))
+      podLabels.set(`${p.metadata?.namespace}/${p.metadata?.name}`, p.metadata?.labels ?? {});
     const policies: Policy[] = [];
     const errors: string[] = [];
     for (const [name, kind, apiVersion] of [
@@ -270,7 +297,7 @@ export class KubernetesWatcher {
         identity?: { id?: number };
         networking?: { node?: string; addressing?: { ipv4?: string }[] };
       };
-      const node = (cep.metadata?.labels ?? {})['hypha.io/node'] ?? '';
+      const node = cep.metadata?.labels?.['hypha.io/node'] ?? '';
       const ip = status.networking?.addressing?.[0]?.ipv4;
       const identity = status.identity?.id;
       if (node !== this.#o.node && ip && identity) remote.push({ ip, identity, node });
@@ -301,7 +328,10 @@ export class KubernetesWatcher {
       try {
         const existing = this.#cache.get('ciliumendpoints')?.get(key);
         if (existing) {
-          await this.#custom.patchNamespacedCustomObject({ ...ref, body: { metadata: body.metadata } }, MERGE);
+          await this.#custom.patchNamespacedCustomObject(
+            { ...ref, body: { metadata: body.metadata } },
+            MERGE,
+          );
         } else {
           await this.#custom.createNamespacedCustomObject({ ...ref, body });
         }
@@ -313,10 +343,15 @@ export class KubernetesWatcher {
     }
     for (const cep of this.#items('ciliumendpoints')) {
       const key = `${cep.metadata?.namespace}/${cep.metadata?.name}`;
-      if ((cep.metadata?.labels ?? {})['hypha.io/node'] !== this.#o.node || wanted.has(key)) continue;
+      if (cep.metadata?.labels?.['hypha.io/node'] !== this.#o.node || wanted.has(key)) continue;
       this.#published.delete(key);
       await this.#custom
-        .deleteNamespacedCustomObject({ ...CILIUM, plural: 'ciliumendpoints', namespace: cep.metadata!.namespace!, name: cep.metadata!.name! })
+        .deleteNamespacedCustomObject({
+          ...CILIUM,
+          plural: 'ciliumendpoints',
+          namespace: cep.metadata!.namespace!,
+          name: cep.metadata!.name!,
+        })
         .catch((err: unknown) => this.#o.log?.(`CiliumEndpoint ${key}: ${errorMessage(err)}`));
     }
   }
