@@ -272,7 +272,8 @@ export class Agent {
     const { policies } = state;
     const diffs = this.repo.bulk(() => {
       const wanted = new Set(policies.map((p) => policyKey(p.origin)));
-      for (const p of this.repo.policies()) if (!wanted.has(policyKey(p.origin))) this.repo.deletePolicy(p.origin);
+      for (const p of this.repo.policies())
+        if (!wanted.has(policyKey(p.origin))) this.repo.deletePolicy(p.origin);
       for (const p of policies) this.repo.upsertPolicy(p);
       this.#policyKeys = wanted;
       // Labels may have changed: endpoints follow.

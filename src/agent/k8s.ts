@@ -305,8 +305,27 @@ export class KubernetesWatcher {
     sink.setRemoteEndpoints(remote);
   }
 
-  /** Makes the CiliumEndpoint objects match the local endpoints; writes only what changed. */
-  async publish(endpoints: PublishedEndpoint[], nodeIp: string): Promise<void> {
+  #publishing: Promise<void> | undefined;
+  #next: { endpoints: PublishedEndpoint[]; nodeIp: string } | undefined;
+
+  /**
+   * Makes the CiliumEndpoint objects match the local endpoints; writes only what changed.
+   * Calls while one runs collapse into one more run with the latest endpoints.
+   */
+  publish(endpoints: PublishedEndpoint[], nodeIp: string): Promise<void> {
+    this.#next = { endpoints, nodeIp };
+    this.#publishing ??= (async () => {
+      while (this.#next) {
+        const n = this.#next;
+        this.#next = undefined;
+        await this.#publishOnce(n.endpoints, n.nodeIp);
+      }
+      this.#publishing = undefined;
+    })();
+    return this.#publishing;
+  }
+
+  async #publishOnce(endpoints: PublishedEndpoint[], nodeIp: string): Promise<void> {
     if (!this.#synced) return;
     const wanted = new Map(endpoints.map((e) => [`${e.podNamespace}/${e.podName}`, e]));
     for (const [key, e] of wanted) {
@@ -326,16 +345,16 @@ export class KubernetesWatcher {
       };
       const ref = { ...CILIUM, plural: 'ciliumendpoints', namespace: e.podNamespace, name: e.podName };
       try {
+        // CiliumEndpoint has no status subresource: status is written with the object.
         const existing = this.#cache.get('ciliumendpoints')?.get(key);
         if (existing) {
           await this.#custom.patchNamespacedCustomObject(
-            { ...ref, body: { metadata: body.metadata } },
+            { ...ref, body: { metadata: body.metadata, status } },
             MERGE,
           );
         } else {
           await this.#custom.createNamespacedCustomObject({ ...ref, body });
         }
-        await this.#custom.patchNamespacedCustomObjectStatus({ ...ref, body: { status } }, MERGE);
         this.#published.set(key, digest);
       } catch (err) {
         this.#o.log?.(`CiliumEndpoint ${key}: ${errorMessage(err)}`);

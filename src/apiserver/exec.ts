@@ -197,3 +197,17 @@ export function serveExec(
       finish({ status: 'Failure', message: (err as Error).message, reason: 'NotFound', code: 404 }),
   );
 }
+
+/** A client frame: masked, as RFC 6455 requires of clients. */
+export function clientFrame(opcode: number, payload: Buffer): Buffer {
+  const f = frame(opcode, payload);
+  const headLen = f.length - payload.length;
+  const mask = Buffer.from([0x1f, 0x2e, 0x3d, 0x4c]);
+  const head = Buffer.from(f.subarray(0, headLen));
+  head[1] = head[1]! | 0x80;
+  const body = Buffer.from(payload);
+  for (let i = 0; i < body.length; i++) body[i]! ^= mask[i % 4]!;
+  return Buffer.concat([head, mask, body]);
+}
+
+export { FrameReader };

@@ -551,7 +551,11 @@ export async function listen(
       if (size <= MAX_BODY + 1) chunks.push(c as Buffer);
     }
     const sink: ResponseSink = {
-      head: (status, headers) => res.writeHead(status, headers),
+      head: (status, headers) => {
+        res.writeHead(status, headers);
+        // A watch may have nothing to say for a while: the client must see its headers now.
+        if (headers['transfer-encoding'] === 'chunked') res.flushHeaders();
+      },
       write: (chunk) => void res.write(chunk),
       end: (chunk) => void res.end(chunk),
       onClose: (fn) => res.on('close', fn),

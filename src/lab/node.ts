@@ -9,7 +9,7 @@ import { release } from 'node:os';
 import { type Api, ApiError, type KObject, type ResourceType } from '../apiserver/index.js';
 import { errorMessage } from '../errors.js';
 import type { LabNode } from './cluster/topology.js';
-import { PodRuntime, type PodStatus } from './kubelet/index.js';
+import { type ClusterDns, PodRuntime, type PodStatus } from './kubelet/index.js';
 
 export interface NodeKubeletOptions {
   api: Api;
@@ -50,6 +50,14 @@ export class NodeKubelet {
     return this.#runtime;
   }
 
+  #clusterDns: ClusterDns | undefined;
+
+  /** Cluster DNS moved (or came up): pods resolve through it from now on. */
+  async setClusterDns(dns: ClusterDns): Promise<void> {
+    this.#clusterDns = dns;
+    await this.#runtime?.setClusterDns(dns);
+  }
+
   #makeRuntime(): PodRuntime {
     const { node } = this.#o;
     const rt = new PodRuntime({
@@ -59,6 +67,7 @@ export class NodeKubelet {
       cniConf: { cniVersion: '1.0.0', name: 'hypha', type: 'hypha-cni', agentSocket: this.#o.agentSocket },
       logDir: this.#o.logDir,
       runDir: this.#o.runDir,
+      ...(this.#clusterDns ? { clusterDns: this.#clusterDns } : {}),
     });
     rt.onChange((key, status) => this.#report(key, status));
     return rt;
@@ -75,6 +84,8 @@ export class NodeKubelet {
         this.#enqueue(pod, ev.type === 'DELETED');
       },
     );
+    // Until the agent answers, look often: pods wait on it. Then a heartbeat every few seconds.
+    this.#timers.push(setInterval(() => this.#ready || this.#heartbeat(), 200));
     this.#timers.push(setInterval(() => this.#heartbeat(), HEARTBEAT_MS));
     this.#timers.push(setInterval(() => this.#resync(), RESYNC_MS));
     for (const t of this.#timers) t.unref();

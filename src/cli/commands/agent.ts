@@ -9,6 +9,8 @@ import { formatLabels } from '../../identity/index.js';
 import { KubeClient, loadKubeconfig } from '../../k8s/client.js';
 import { protoName } from '../../policy/index.js';
 import { type Command, formatTable, OUTPUT_OPTION, SOCKET_OPTION, wantsJson } from '../command.js';
+import { clusterStatus, formatClusterStatus } from './cluster-status.js';
+import { runningLab } from './lab.js';
 
 function socketOf(values: Record<string, unknown>): string {
   return (values.socket as string | undefined) ?? defaultSocket(values.node as string | undefined);
@@ -151,9 +153,47 @@ export const agentCommands: Command[] = [
       socket: SOCKET_OPTION,
       output: OUTPUT_OPTION,
       verbose: { type: 'boolean', description: 'details' },
+      kubeconfig: {
+        type: 'string',
+        value: 'file',
+        description: "a cluster's status (default: the running lab's)",
+      },
+      wait: { type: 'boolean', description: 'wait until the cluster (or agent) is ready' },
+      'wait-duration': {
+        type: 'string',
+        value: 'seconds',
+        description: 'how long --wait waits (default 300)',
+      },
     },
     async run({ values, stdout }) {
-      const s = await callAgent<AgentStatus>(socketOf(values), 'GET', '/v1/status');
+      const deadline = Date.now() + 1000 * Number(values['wait-duration'] ?? 300);
+      // No agent named: the cluster's status, as the cilium CLI shows it.
+      const kubeconfig =
+        (values.kubeconfig as string | undefined) ??
+        (values.socket || values.node || process.env.HYPHA_AGENT_SOCKET
+          ? undefined
+          : runningLab('cilium-demo')?.kubeconfig);
+      if (kubeconfig) {
+        const client = new KubeClient(loadKubeconfig(kubeconfig));
+        for (;;) {
+          const st = await clusterStatus(client);
+          if (st.ok || !values.wait || Date.now() > deadline) {
+            stdout.write(wantsJson(values) ? `${JSON.stringify(st, null, 2)}\n` : formatClusterStatus(st));
+            return st.ok ? 0 : 1;
+          }
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      }
+      let s: AgentStatus;
+      for (;;) {
+        try {
+          s = await callAgent<AgentStatus>(socketOf(values), 'GET', '/v1/status');
+          if (!values.wait || s.endpoints.notReady === 0 || Date.now() > deadline) break;
+        } catch (err) {
+          if (!values.wait || Date.now() > deadline) throw err;
+        }
+        await new Promise((r) => setTimeout(r, 500));
+      }
       if (wantsJson(values)) {
         stdout.write(`${JSON.stringify(s, null, 2)}\n`);
         return 0;

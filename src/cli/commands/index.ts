@@ -3,6 +3,8 @@ import { agentCommands, liveCommands } from './agent.js';
 import { bpfCommands } from './bpf.js';
 import { bpfMapCommands } from './bpf-maps.js';
 import { demoCommands } from './demo.js';
+import { labCommands } from './lab.js';
+import { labServerCommands } from './lab-servers.js';
 import { policyCommands } from './policy.js';
 
 /** Every subcommand of `hypha`. Each feature area adds its own module here. */
@@ -12,5 +14,7 @@ export const commands: readonly Command[] = [
   ...bpfCommands,
   ...bpfMapCommands,
   ...demoCommands,
+  ...labCommands,
+  ...labServerCommands,
   ...policyCommands,
 ];

@@ -12,10 +12,11 @@ import {
   Api,
   ApiHandler,
   type ApiServerOptions,
+  checkAgainstCrd,
   listen,
-  type SchemaCheck,
   Store,
 } from '../../apiserver/index.js';
+import { ciliumCrds } from '../../apiserver/schema/index.js';
 import { ensureCa, ensureServerCert } from '../pki.js';
 
 export interface ControlPlaneOptions {
@@ -26,9 +27,8 @@ export interface ControlPlaneOptions {
   port?: number;
   serviceCidr?: string;
   podCidrs?: string[];
-  schemaCheck?: SchemaCheck;
-  crds?: unknown[];
   podLog?: ApiServerOptions['podLog'];
+  podExec?: ApiServerOptions['podExec'];
 }
 
 export interface ControlPlane {
@@ -66,10 +66,14 @@ export async function startApiServer(o: ControlPlaneOptions): Promise<ControlPla
     store,
     ...(o.serviceCidr ? { serviceCidr: o.serviceCidr } : {}),
     ...(o.podCidrs ? { podCidrs: o.podCidrs } : {}),
-    ...(o.schemaCheck ? { schemaCheck: o.schemaCheck } : {}),
+    schemaCheck: checkAgainstCrd,
   });
-  bootstrap(api, o.crds ?? []);
-  const handler = new ApiHandler({ api, ...(o.podLog ? { podLog: o.podLog } : {}) });
+  bootstrap(api, ciliumCrds());
+  const handler = new ApiHandler({
+    api,
+    ...(o.podLog ? { podLog: o.podLog } : {}),
+    ...(o.podExec ? { podExec: o.podExec } : {}),
+  });
   const server = await listen(handler, {
     host: o.hosts,
     port: o.port ?? 0,

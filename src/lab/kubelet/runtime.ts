@@ -108,8 +108,25 @@ export class PodRuntime {
   #runDir: Promise<string> | undefined;
   #closed = false;
 
+  #clusterDns: ClusterDns | undefined;
+
   constructor(options: PodRuntimeOptions) {
     this.#o = options;
+    this.#clusterDns = options.clusterDns;
+  }
+
+  /**
+   * Where cluster DNS is now. Running ClusterFirst pods get their resolv.conf rewritten in
+   * place (it is bind-mounted, so the pod sees the new content); new pods get it at start.
+   */
+  async setClusterDns(dns: ClusterDns): Promise<void> {
+    this.#clusterDns = dns;
+    for (const rec of this.#pods.values()) {
+      if (rec.def.dnsPolicy !== 'ClusterFirst' || rec.dir === undefined || rec.sandbox === undefined)
+        continue;
+      const text = resolvConfFor(rec.def, dns);
+      if (text !== undefined) await writeFile(join(await this.#podDir(rec.dir), 'resolv.conf'), text);
+    }
   }
 
   /** Keys (`namespace/name`) of the pods this runtime has. */
@@ -309,7 +326,10 @@ export class PodRuntime {
       const dir = await this.#podDir(name);
       const hostsFile = join(dir, 'hosts');
       await writeFile(hostsFile, hostsFor(def, rec.ip ?? '127.0.0.1'));
-      const resolv = resolvConfFor(def, this.#o.clusterDns);
+      // A ClusterFirst pod always gets its own file, so setClusterDns can rewrite it later.
+      const resolv =
+        resolvConfFor(def, this.#clusterDns) ??
+        (def.dnsPolicy === 'ClusterFirst' ? '# cluster DNS is not up yet\noptions ndots:5\n' : undefined);
       let resolvConfFile: string | undefined;
       if (resolv !== undefined) {
         resolvConfFile = join(dir, 'resolv.conf');
