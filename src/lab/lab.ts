@@ -35,8 +35,10 @@ export interface LabConfig {
   nodes: number;
   dataDir: string;
   values: Values;
-  /** API server port on 127.0.0.1 (6443, like kind's, when free). */
+  /** API server port on 127.0.0.1 (6443, like kind's, when free; 0 for any). */
   port?: number;
+  /** Third octet of the underlay 10.x.0.0/24 (default 240); two labs need two. */
+  underlayOctet?: number;
 }
 
 /** What `lab up` and `lab status` read about a running lab. */
@@ -67,6 +69,7 @@ export class Lab {
   #cp: ControlPlane | undefined;
   #controllers: { close(): void } | undefined;
   #daemonSets: { close(): void } | undefined;
+  #down = false;
   readonly #kubelets = new Map<string, NodeKubelet>();
   readonly #procs: Supervised[] = [];
   #zoneTimer: NodeJS.Timeout | undefined;
@@ -75,7 +78,11 @@ export class Lab {
 
   constructor(config: LabConfig, log: (line: string) => void) {
     this.config = config;
-    this.topology = planTopology({ cluster: config.name, nodes: config.nodes });
+    this.topology = planTopology({
+      cluster: config.name,
+      nodes: config.nodes,
+      ...(config.underlayOctet ? { underlayOctet: config.underlayOctet } : {}),
+    });
     this.#log = log;
   }
 
@@ -143,6 +150,7 @@ export class Lab {
     }
     this.#bootstrapClusterDns();
     this.#watchClusterDns();
+    await this.#nodesReady(60_000);
     const state: LabState = {
       name: this.config.name,
       pid: process.pid,
@@ -178,7 +186,7 @@ export class Lab {
     try {
       return await startApiServer({ ...base, port: this.config.port ?? 6443 });
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || this.config.port) throw err;
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || this.config.port !== undefined) throw err;
       return startApiServer({ ...base, port: 0 });
     }
   }
@@ -190,6 +198,29 @@ export class Lab {
     if (!k) return '';
     const name = container ?? (p.spec as { containers: { name: string }[] }).containers[0]?.name ?? '';
     return k.runtime.logs(`${ns}/${pod}`, name);
+  }
+
+  /** Waits until every node reports Ready (its agent is up), as `kind create cluster --wait` does. */
+  async #nodesReady(timeoutMs: number): Promise<void> {
+    const nodes = this.api.resource('', 'nodes')!;
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const notReady = this.api
+        .list(nodes, undefined)
+        .items.filter(
+          (n) =>
+            !(
+              (n.status as { conditions?: { type: string; status: string }[] } | undefined)?.conditions ?? []
+            ).some((c) => c.type === 'Ready' && c.status === 'True'),
+        )
+        .map((n) => n.metadata.name);
+      if (notReady.length === 0) return;
+      if (Date.now() > end)
+        throw new Error(
+          `nodes not Ready after ${timeoutMs / 1000} s: ${notReady.join(', ')} (see the agent logs in ${this.#path('logs', 'pods')})`,
+        );
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 
   /** What `kubectl exec` runs: the command inside the pod, entered through its sandbox. */
@@ -497,6 +528,8 @@ export class Lab {
 
   /** Stops everything it started and removes what it made; `keep` leaves the API's data for the next `up`. */
   async down(keep: boolean): Promise<void> {
+    if (this.#down) return;
+    this.#down = true;
     for (const stop of this.#stopZone) stop();
     clearTimeout(this.#zoneTimer);
     this.#controllers?.close();

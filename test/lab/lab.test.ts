@@ -1,0 +1,181 @@
+/**
+ * A whole lab, as `hypha lab up` makes it: three nodes, agents as the cilium DaemonSet,
+ * the tutorial's workloads. Pods on every node reach each other; service names resolve to
+ * ClusterIPs; the tutorial's default-deny, applied with the real kubectl, stops real
+ * traffic across nodes; `down` leaves nothing behind.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { applyFiles } from '../../src/cli/commands/lab.js';
+import { KubeClient, loadKubeconfig } from '../../src/k8s/client.js';
+import { execInPod } from '../../src/k8s/exec.js';
+import { Lab, type LabState } from '../../src/lab/lab.js';
+import { NetNs } from '../../src/lab/net/index.js';
+import { repoRoot, skipUnlessPrivileged } from '../helpers/kernel.js';
+
+const TUTORIAL = join(repoRoot, 'examples/tutorial');
+const NAME = `hyt${process.pid.toString(36)}`;
+
+interface Pod {
+  metadata: { name: string; namespace: string };
+  spec: { nodeName?: string; hostNetwork?: boolean };
+  status?: { podIP?: string; conditions?: { type: string; status: string }[] };
+}
+
+describe('hypha lab: three nodes, the tutorial workloads', { skip: skipUnlessPrivileged() }, () => {
+  let lab: Lab;
+  let state: LabState;
+  let client: KubeClient;
+
+  const exec = async (ns: string, pod: string, command: string[]) => {
+    const out = new PassThrough();
+    const err = new PassThrough();
+    const chunks: Buffer[] = [];
+    out.on('data', (c: Buffer) => chunks.push(c));
+    err.resume();
+    const code = await execInPod(loadKubeconfig(state.kubeconfig), {
+      namespace: ns,
+      pod,
+      command,
+      stdout: out,
+      stderr: err,
+    });
+    return { code, stdout: Buffer.concat(chunks).toString() };
+  };
+  const kubectl = (...args: string[]) =>
+    new Promise<{ code: number; out: string }>((resolve) =>
+      execFile('kubectl', args, { env: { ...process.env, KUBECONFIG: state.kubeconfig } }, (e, so, se) =>
+        resolve({ code: e ? 1 : 0, out: so + se }),
+      ),
+    );
+  const pods = async (selector: string) =>
+    (await client.json<{ items: Pod[] }>('GET', `/api/v1/pods?labelSelector=${encodeURIComponent(selector)}`))
+      .items;
+  const curl = (from: Pod, ip: string) =>
+    exec(from.metadata.namespace, from.metadata.name, [
+      'curl',
+      '-s',
+      '-m',
+      '2',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      `http://${ip}:8080/`,
+    ]);
+
+  before(async () => {
+    lab = new Lab(
+      {
+        name: NAME,
+        nodes: 3,
+        dataDir: mkdtempSync(join(tmpdir(), 'hy-lab-')),
+        values: {},
+        port: 0,
+        underlayOctet: 243,
+      },
+      () => {},
+    );
+    state = await lab.up();
+    client = new KubeClient(loadKubeconfig(state.kubeconfig));
+    const sink = new PassThrough();
+    sink.resume();
+    assert.equal(await applyFiles(client, [join(TUTORIAL, '00-workloads.yaml')], sink), 0);
+    const end = Date.now() + 60_000;
+    for (;;) {
+      const all = (await client.json<{ items: Pod[] }>('GET', '/api/v1/pods')).items;
+      if (
+        all.length >= 12 &&
+        all.every((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
+      )
+        break;
+      if (Date.now() > end)
+        throw new Error(
+          `pods not ready: ${JSON.stringify(all.map((p) => [p.metadata.name, p.status?.conditions]))}`,
+        );
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  });
+
+  after(async () => {
+    await lab?.down(false);
+  });
+
+  test('nodes are Ready, an agent pod runs on each, workload pods spread over the workers', async () => {
+    const r = await kubectl('get', 'nodes', '--no-headers');
+    assert.equal(
+      r.out
+        .trim()
+        .split('\n')
+        .filter((l) => / Ready /.test(l)).length,
+      3,
+      r.out,
+    );
+    const agents = await pods('k8s-app=cilium');
+    assert.deepEqual(new Set(agents.map((p) => p.spec.nodeName)), new Set(state.nodes.map((n) => n.name)));
+    const work = (await client.json<{ items: Pod[] }>('GET', '/api/v1/namespaces/production/pods')).items;
+    assert.ok(
+      work.every((p) => p.spec.nodeName !== `${NAME}-control-plane`),
+      'the control plane is tainted',
+    );
+    assert.equal(new Set(work.map((p) => p.spec.nodeName)).size, 2);
+  });
+
+  test('pods reach each other by IP, same node and across nodes', async () => {
+    const gw = (await pods('app=api-gateway'))[0]!;
+    const targets = [...(await pods('app=frontend')), ...(await pods('app=catalog'))];
+    assert.ok(
+      targets.some((t) => t.spec.nodeName !== gw.spec.nodeName),
+      'some target is on another node',
+    );
+    for (const t of targets)
+      assert.equal((await curl(gw, t.status!.podIP!)).stdout, '200', `to ${t.metadata.name}`);
+  });
+
+  test('service names resolve to their ClusterIPs; world names to the world', async () => {
+    const gw = (await pods('app=api-gateway'))[0]!;
+    const svc = await client.json<{ spec: { clusterIP: string } }>(
+      'GET',
+      '/api/v1/namespaces/production/services/frontend',
+    );
+    const r = await exec('production', gw.metadata.name, [
+      'getent',
+      'hosts',
+      'frontend.production.svc.cluster.local',
+    ]);
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout.split(/\s+/)[0], svc.spec.clusterIP);
+    const short = await exec('production', gw.metadata.name, ['getent', 'hosts', 'catalog']);
+    assert.match(short.stdout, /^10\.96\./, 'the search path resolves short names');
+    const world = await exec('production', gw.metadata.name, ['getent', 'hosts', 'api.external-partner.com']);
+    assert.match(world.stdout, /^203\.0\.113\.10\s/);
+  });
+
+  test("the tutorial's default-deny, applied with kubectl, stops traffic across nodes; deleting it restores it", async () => {
+    const gw = (await pods('app=api-gateway'))[0]!;
+    const far = (await pods('app=catalog')).find((p) => p.spec.nodeName !== gw.spec.nodeName)!;
+    let r = await kubectl('apply', '-f', join(TUTORIAL, '05.1-default-deny.yaml'));
+    assert.equal(r.code, 0, r.out);
+    let status = '';
+    for (let i = 0; i < 20 && status !== '000'; i++) status = (await curl(gw, far.status!.podIP!)).stdout;
+    assert.equal(status, '000', 'denied: no HTTP answer');
+    r = await kubectl('delete', '-f', join(TUTORIAL, '05.1-default-deny.yaml'));
+    assert.equal(r.code, 0, r.out);
+    for (let i = 0; i < 20 && status !== '200'; i++) status = (await curl(gw, far.status!.podIP!)).stdout;
+    assert.equal(status, '200');
+  });
+
+  test('down removes every namespace, link, pin and file', async () => {
+    await lab.down(false);
+    const left = await NetNs.list(`hylab-${NAME}`);
+    assert.deepEqual(left, []);
+    assert.equal(await NetNs.root.link('hylab243'), undefined);
+    for (const n of state.nodes) assert.equal(existsSync(`/sys/fs/bpf/hypha/${n.name}`), false);
+    assert.equal(existsSync(state.dataDir), false);
+  });
+});
