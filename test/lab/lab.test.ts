@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
+import { connectivityCommands } from '../../src/cli/commands/connectivity.js';
 import { applyFiles } from '../../src/cli/commands/lab.js';
 import { KubeClient, loadKubeconfig } from '../../src/k8s/client.js';
 import { execInPod } from '../../src/k8s/exec.js';
@@ -168,6 +169,25 @@ describe('hypha lab: three nodes, the tutorial workloads', { skip: skipUnlessPri
     assert.equal(r.code, 0, r.out);
     for (let i = 0; i < 20 && status !== '200'; i++) status = (await curl(gw, far.status!.podIP!)).stdout;
     assert.equal(status, '200');
+  });
+
+  test('hypha connectivity test passes, and cleans up its namespace', async () => {
+    const out = new PassThrough();
+    const chunks: Buffer[] = [];
+    out.on('data', (c: Buffer) => chunks.push(c));
+    const cmd = connectivityCommands.find((c) => c.path.join(' ') === 'connectivity test')!;
+    const code = await cmd.run({
+      values: { kubeconfig: state.kubeconfig },
+      positionals: [],
+      stdout: out,
+      stderr: out,
+      signal: new AbortController().signal,
+    });
+    const text = Buffer.concat(chunks).toString();
+    assert.equal(code, 0, text);
+    assert.match(text, /✅ pod-to-pod \(other node\)/);
+    assert.match(text, /✅ allow: client2 still denied/);
+    assert.equal((await client.request('GET', '/api/v1/namespaces/cilium-test-1')).status, 404);
   });
 
   test('down removes every namespace, link, pin and file', async () => {

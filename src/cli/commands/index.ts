@@ -2,6 +2,7 @@ import type { Command } from '../command.js';
 import { agentCommands, liveCommands } from './agent.js';
 import { bpfCommands } from './bpf.js';
 import { bpfMapCommands } from './bpf-maps.js';
+import { connectivityCommands } from './connectivity.js';
 import { demoCommands } from './demo.js';
 import { labCommands } from './lab.js';
 import { labServerCommands } from './lab-servers.js';
@@ -13,6 +14,7 @@ export const commands: readonly Command[] = [
   ...liveCommands,
   ...bpfCommands,
   ...bpfMapCommands,
+  ...connectivityCommands,
   ...demoCommands,
   ...labCommands,
   ...labServerCommands,
