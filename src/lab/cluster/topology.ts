@@ -81,6 +81,9 @@ export function planTopology(spec: TopologySpec): Topology {
   if (!Number.isInteger(octet) || octet < 1 || octet > 254) {
     throw new ValidationError('lab', 'underlayOctet', `${octet}: must be 1 to 254`);
   }
+  if (octet === 244 || octet === 96) {
+    throw new ValidationError('lab', 'underlayOctet', `${octet}: 10.${octet}.0.0/16 is the lab's ${octet === 244 ? 'pod' : 'service'} range`);
+  }
   const prefix = `hylab-${spec.cluster}`;
   const nodes = nodeNames(spec.cluster, spec.nodes).map(
     (name, i): LabNode => ({
