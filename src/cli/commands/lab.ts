@@ -11,6 +11,7 @@ import { errorMessage, UsageError } from '../../errors.js';
 import { KubeClient, KubeError, loadKubeconfig } from '../../k8s/client.js';
 import { execInPod } from '../../k8s/exec.js';
 import { HYPHA_BIN, Lab, type LabState, labDir, repoRoot } from '../../lab/lab.js';
+import { NetNs } from '../../lab/net/index.js';
 import { loadValues, reviewValues } from '../../lab/values.js';
 import { type Command, formatTable, OUTPUT_OPTION, wantsJson } from '../command.js';
 
@@ -228,6 +229,11 @@ export const labCommands: Command[] = [
       if (state) {
         stdout.write(`lab ${name} is already up (pid ${state.pid})\n`);
       } else {
+        const left = await NetNs.list(`hylab-${name}-`);
+        if (left.length)
+          stdout.write(
+            `Removing what an earlier lab ${name} left behind (it is not running): ${left.join(', ')}\n`,
+          );
         const dir = labDir(name);
         mkdirSync(join(dir, 'logs'), { recursive: true, mode: 0o700 });
         const log = openSync(join(dir, 'logs', 'lab.log'), 'a');
@@ -350,7 +356,19 @@ export const labCommands: Command[] = [
       const name = nameOf(values);
       const s = runningLab(name);
       if (!s) {
-        stdout.write(`no lab "${name}" is running\n`);
+        // Nothing running: remove what a lab that died left behind, if anything.
+        const left = await NetNs.list(`hylab-${name}-`);
+        if (left.length === 0 && !existsSync(join(labDir(name), 'lab.json'))) {
+          stdout.write(`no lab "${name}" is running\n`);
+          return 0;
+        }
+        const nodes = left.filter((n) => !n.endsWith('-ul') && !n.endsWith('-world')).length || 1;
+        stdout.write(
+          `lab ${name} is not running; removing what it left: ${left.join(', ') || 'its state'}\n`,
+        );
+        await new Lab({ name, nodes, dataDir: labDir(name), values: {} }, (l) => stdout.write(`${l}\n`)).down(
+          Boolean(values.keep),
+        );
         return 0;
       }
       const flag = join(labDir(name), 'keep');
