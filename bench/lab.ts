@@ -25,7 +25,8 @@ interface Pod {
   metadata: { name: string };
   status?: { conditions?: { type: string; status: string }[] };
 }
-const ready = (p: Pod) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+const ready = (p: Pod) =>
+  p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // Baseline (1): the topology alone.
@@ -53,7 +54,10 @@ try {
     spec: {
       replicas: Math.max(0, 30 - existing - 0),
       selector: { matchLabels: { app: 'filler' } },
-      template: { metadata: { labels: { app: 'filler' } }, spec: { containers: [{ name: 'c', image: 'hypha/toolbox', command: ['sleep', 'infinity'] }] } },
+      template: {
+        metadata: { labels: { app: 'filler' } },
+        spec: { containers: [{ name: 'c', image: 'hypha/toolbox', command: ['sleep', 'infinity'] }] },
+      },
     },
   });
   for (;;) {
@@ -62,7 +66,9 @@ try {
     await sleep(50);
   }
   const upMs = performance.now() - t0;
-  figures.push(figure('lab up to 30 pods Ready (3 nodes), vs the bare topology', upMs / 1000, 's', bareUp / 1000));
+  figures.push(
+    figure('lab up to 30 pods Ready (3 nodes), vs the bare topology', upMs / 1000, 's', bareUp / 1000),
+  );
   await client.request('DELETE', '/apis/apps/v1/namespaces/default/deployments/filler');
 
   // (2) create-to-Ready over PODS pods, IN_FLIGHT at a time.
@@ -117,8 +123,18 @@ try {
     await NetNs.delete(node.name!);
   }
   figures.push(
-    figure(`pod create-to-Ready p50 over ${PODS} pods (${IN_FLIGHT} in flight), vs namespace+veth+process`, percentile(lat, 50), 'ms', percentile(floor, 50)),
-    figure(`pod create-to-Ready p99 over ${PODS} pods (${IN_FLIGHT} in flight), vs namespace+veth+process`, percentile(lat, 99), 'ms', percentile(floor, 99)),
+    figure(
+      `pod create-to-Ready p50 over ${PODS} pods (${IN_FLIGHT} in flight), vs namespace+veth+process`,
+      percentile(lat, 50),
+      'ms',
+      percentile(floor, 50),
+    ),
+    figure(
+      `pod create-to-Ready p99 over ${PODS} pods (${IN_FLIGHT} in flight), vs namespace+veth+process`,
+      percentile(lat, 99),
+      'ms',
+      percentile(floor, 99),
+    ),
   );
 } finally {
   await lab.down(false);

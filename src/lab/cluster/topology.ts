@@ -82,7 +82,11 @@ export function planTopology(spec: TopologySpec): Topology {
     throw new ValidationError('lab', 'underlayOctet', `${octet}: must be 1 to 254`);
   }
   if (octet === 244 || octet === 96) {
-    throw new ValidationError('lab', 'underlayOctet', `${octet}: 10.${octet}.0.0/16 is the lab's ${octet === 244 ? 'pod' : 'service'} range`);
+    throw new ValidationError(
+      'lab',
+      'underlayOctet',
+      `${octet}: 10.${octet}.0.0/16 is the lab's ${octet === 244 ? 'pod' : 'service'} range`,
+    );
   }
   const prefix = `hylab-${spec.cluster}`;
   const nodes = nodeNames(spec.cluster, spec.nodes).map(
