@@ -87,13 +87,19 @@ describe('the tutorial', () => {
     assert.deepEqual(tutorial.errors, []);
     assert.deepEqual(
       cilium.map((d) => d.name),
-      ['catalog-l7-policy', 'allow-external-partner', 'require-mutual-auth'],
+      ['catalog-l7-policy', 'allow-external-partner', 'require-mutual-auth', 'data-pipeline-egress'],
     );
   });
 
+  // The tutorial's egress gateway policy nests namespaceSelector inside podSelector, a
+  // field the CRD does not have: as in Kubernetes, it is unknown (pruned, or refused under
+  // strict validation), and the rest validates.
+  const errata: Record<string, string[]> = {
+    'data-pipeline-egress': ['unknown field "spec.selectors[0].podSelector.namespaceSelector"'],
+  };
   for (const doc of cilium) {
-    test(`${doc.kind} ${doc.name} validates with no errors and no unknown fields`, () => {
-      assert.deepEqual(admit(doc.object), { unknown: [], errors: [] });
+    test(`${doc.kind} ${doc.name} validates${errata[doc.name] ? " but for the tutorial's misplaced field" : ' with no errors and no unknown fields'}`, () => {
+      assert.deepEqual(admit(doc.object), { unknown: errata[doc.name] ?? [], errors: [] });
     });
   }
 });
