@@ -7,11 +7,21 @@
  * of documentation-range hosts.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import type { Api, ExecRequest, ExecTarget, KObject } from '../apiserver/index.js';
+import { cgroup2Root } from '../bpf/index.js';
 import { errorMessage } from '../errors.js';
 import { createTopology, destroyTopology, planTopology, type Topology } from './cluster/topology.js';
 import { type ControlPlane, startApiServer } from './control-plane/apiserver.js';
@@ -54,6 +64,8 @@ export interface LabState {
 }
 
 export const labDir = (name: string) => `/var/lib/hypha/lab/${name}`;
+/** Each node's cgroup: its pods' processes live there, and its agent's socket hooks attach there. */
+export const labCgroup = (name: string, node?: string) => join(cgroup2Root(), `hylab.${name}`, node ?? '');
 export const agentPinDir = (node: string) => `/sys/fs/bpf/hypha/${node}`;
 
 interface Supervised {
@@ -136,9 +148,11 @@ export class Lab {
     for (const n of t.nodes) {
       const dir = this.#path('nodes', n.name);
       mkdirSync(dir, { recursive: true, mode: 0o700 });
+      mkdirSync(labCgroup(this.config.name, n.name), { recursive: true });
       const kubelet = new NodeKubelet({
         api: this.#cp.api,
         node: n,
+        cgroup: labCgroup(this.config.name, n.name),
         agentSocket: join(dir, 'agent.sock'),
         logDir: this.#path('logs', 'pods'),
         runDir: this.#path('run', n.name),
@@ -555,10 +569,27 @@ export class Lab {
       }),
     );
     await this.#cp?.close();
+    await removeCgroups(
+      labCgroup(this.config.name),
+      this.topology.nodes.map((n) => n.name),
+    );
     for (const n of this.topology.nodes) rmSync(agentPinDir(n.name), { recursive: true, force: true });
     await destroyTopology(this.topology);
     rmSync(this.#path('lab.json'), { force: true });
     if (!keep) rmSync(this.config.dataDir, { recursive: true, force: true });
     else for (const sub of ['nodes', 'run', 'dns']) rmSync(this.#path(sub), { recursive: true, force: true });
+  }
+}
+
+/** Removes the node cgroups (empty once their processes are gone; a moment after a kill). */
+async function removeCgroups(root: string, nodes: string[]): Promise<void> {
+  for (const dir of [...nodes.map((n) => join(root, n)), root]) {
+    for (let i = 0; i < 150 && existsSync(dir); i++) {
+      try {
+        rmdirSync(dir);
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
   }
 }

@@ -15,6 +15,8 @@ export interface NodeKubeletOptions {
   api: Api;
   node: LabNode;
   agentSocket: string;
+  /** The node's cgroup: every pod process joins it. */
+  cgroup?: string;
   logDir: string;
   runDir: string;
   /** Rewrites a pod before it runs (the lab's built-in images, cluster DNS). */
@@ -67,6 +69,7 @@ export class NodeKubelet {
       cniConf: { cniVersion: '1.0.0', name: 'hypha', type: 'hypha-cni', agentSocket: this.#o.agentSocket },
       logDir: this.#o.logDir,
       runDir: this.#o.runDir,
+      ...(this.#o.cgroup ? { cgroup: this.#o.cgroup } : {}),
       ...(this.#clusterDns ? { clusterDns: this.#clusterDns } : {}),
     });
     rt.onChange((key, status) => this.#report(key, status));

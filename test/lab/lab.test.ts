@@ -15,7 +15,7 @@ import { connectivityCommands } from '../../src/cli/commands/connectivity.js';
 import { applyFiles } from '../../src/cli/commands/lab.js';
 import { KubeClient, loadKubeconfig } from '../../src/k8s/client.js';
 import { execInPod } from '../../src/k8s/exec.js';
-import { Lab, type LabState } from '../../src/lab/lab.js';
+import { Lab, type LabState, labCgroup } from '../../src/lab/lab.js';
 import { NetNs } from '../../src/lab/net/index.js';
 import { repoRoot, skipUnlessPrivileged } from '../helpers/kernel.js';
 
@@ -197,5 +197,6 @@ describe('hypha lab: three nodes, the tutorial workloads', { skip: skipUnlessPri
     assert.equal(await NetNs.root.link('hylab243'), undefined);
     for (const n of state.nodes) assert.equal(existsSync(`/sys/fs/bpf/hypha/${n.name}`), false);
     assert.equal(existsSync(state.dataDir), false);
+    assert.equal(existsSync(labCgroup(NAME)), false, 'node cgroups removed');
   });
 });

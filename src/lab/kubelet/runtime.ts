@@ -61,6 +61,8 @@ export interface PodRuntimeOptions {
   readonly gracePeriodMs?: number;
   /** The node binary for the built-in server. Default: the repository's pinned node. */
   readonly nodeBin?: string;
+  /** A cgroup v2 directory every pod process joins (the node's: its agent's socket hooks act there). */
+  readonly cgroup?: string;
 }
 
 export interface PodExecOptions {
@@ -340,6 +342,7 @@ export class PodRuntime {
         hostname: def.hostname,
         hostsFile,
         resolvConfFile,
+        cgroup: this.#o.cgroup,
       });
     } catch (err) {
       rec.problem = `failed to create the pod sandbox: ${errorMessage(err)}`;

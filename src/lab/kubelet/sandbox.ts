@@ -28,13 +28,19 @@ export interface SandboxOptions {
   /** Files to bind over /etc/hosts and (unless undefined: the node's) /etc/resolv.conf. */
   readonly hostsFile: string;
   readonly resolvConfFile: string | undefined;
+  /** A cgroup v2 directory every process of the pod joins first (the node's, for its socket hooks). */
+  readonly cgroup?: string | undefined;
 }
+
+/** Joins the cgroup in $0, then runs the rest: the process is in it before its first connect(). */
+const JOIN_CGROUP = 'echo $$ > "$0/cgroup.procs" && exec "$@"';
 
 export class Sandbox {
   private constructor(
     readonly netnsPath: string,
     private readonly pause: ChildProcess,
     private readonly pid: number,
+    private readonly cgroup: string | undefined,
   ) {}
 
   static async start(o: SandboxOptions): Promise<Sandbox> {
@@ -83,12 +89,13 @@ export class Sandbox {
     }
     pause.stdout?.resume();
     pause.stderr?.resume();
-    return new Sandbox(o.netnsPath, pause, pause.pid);
+    return new Sandbox(o.netnsPath, pause, pause.pid, o.cgroup);
   }
 
   /** The argv that runs `argv` inside the pod's namespaces, in `workingDir` (default `/`). */
   enter(argv: readonly string[], workingDir = '/'): string[] {
     return [
+      ...(this.cgroup ? ['sh', '-c', JOIN_CGROUP, this.cgroup] : []),
       'nsenter',
       `--net=${this.netnsPath}`,
       `--mount=/proc/${this.pid}/ns/mnt`,
