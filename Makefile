@@ -39,3 +39,9 @@ all: dist/bench/native/sdk_bench
 dist/bench/native/sdk_bench: bench/native/sdk_bench.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -Wall -Werror $< -o $@ -lbpf
+
+# The connect-latency client of bench/services.ts.
+all: dist/bench/native/connect_bench
+dist/bench/native/connect_bench: bench/native/connect_bench.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -Wall -Werror $< -o $@
