@@ -29,8 +29,9 @@ import {
   parsePolicy,
   policyKey,
 } from '../policy/index.js';
+import { CrdIdentityAllocator } from './identities.js';
 import { HostScopeIpam } from './ipam.js';
-import { type ClusterState, CrdIdentityAllocator, KubernetesWatcher, type RemoteEndpoint } from './k8s.js';
+import type { ClusterState, KubernetesWatcher, RemoteEndpoint } from './k8s.js';
 import { readJson, writeJsonAtomic } from './state.js';
 
 export interface AgentConfig {
@@ -153,13 +154,6 @@ export class Agent {
       const alloc = new CrdIdentityAllocator();
       alloc.onConflict = () => this.#apply(this.repo.bulk(() => this.#relabelAll()));
       this.#alloc = alloc;
-      this.#kube = new KubernetesWatcher({
-        kubeconfig: config.kubeconfig,
-        node: config.node,
-        sink: this,
-        allocator: alloc,
-        log: (m) => console.error(`hypha agent: ${m}`),
-      });
     } else {
       this.#alloc = new PersistentAllocator(join(config.stateDir, 'identities.json'));
     }
@@ -167,7 +161,18 @@ export class Agent {
 
   /** Starts watching the cluster, if configured; resolves once the first lists are in. */
   async startWatching(): Promise<void> {
-    await this.#kube?.start();
+    const { kubeconfig } = this.config;
+    if (!kubeconfig || !(this.#alloc instanceof CrdIdentityAllocator)) return;
+    // The Kubernetes client is loaded only here: other commands start without it.
+    const { KubernetesWatcher } = await import('./k8s.js');
+    this.#kube = new KubernetesWatcher({
+      kubeconfig,
+      node: this.config.node,
+      sink: this,
+      allocator: this.#alloc,
+      log: (m) => console.error(`hypha agent: ${m}`),
+    });
+    await this.#kube.start();
     this.#publish();
   }
 

@@ -234,9 +234,12 @@ spec:
     );
     let out = '';
     mon.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    await new Promise((r) => setTimeout(r, 300));
-    await ping('client', 'web');
-    await new Promise((r) => setTimeout(r, 300));
+    // Ping until the monitor (a fresh process, connecting to the agent) has shown the drop.
+    const drop = /xx drop \(POLICY_DENIED\)/;
+    for (let i = 0; i < 20 && !drop.test(out); i++) {
+      await ping('client', 'web');
+      await new Promise((r) => setTimeout(r, 200));
+    }
     mon.kill('SIGTERM');
     assert.match(
       out,
