@@ -9,8 +9,14 @@
 import { EventEmitter } from 'node:events';
 import { existsSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { withNetns } from '../bpf/index.js';
+import { cgroup2Root, withNetns } from '../bpf/index.js';
 import { Datapath, type DatapathEvent, decodeEvents, EventType } from '../datapath/index.js';
+import {
+  type Frontend as LbFrontend,
+  ServiceMaps,
+  type ServiceSpec,
+  validateServiceSpec,
+} from '../datapath/lb.js';
 import { errorMessage, ValidationError } from '../errors.js';
 import {
   endpointLabels,
@@ -32,6 +38,7 @@ import {
 import { CrdIdentityAllocator } from './identities.js';
 import { HostScopeIpam } from './ipam.js';
 import type { ClusterState, KubernetesWatcher, RemoteEndpoint } from './k8s.js';
+import { frontendKey, type ServiceFrontend } from './services.js';
 import { readJson, writeJsonAtomic } from './state.js';
 
 export interface AgentConfig {
@@ -44,8 +51,12 @@ export interface AgentConfig {
   manifests: string[];
   /** Watch this cluster (a kubeconfig) for namespaces, pods, policies and identities. */
   kubeconfig?: string;
-  /** The node's address, published in its CiliumEndpoints. */
+  /** The node's address, published in its CiliumEndpoints; NodePorts listen on it. */
   nodeIp?: string;
+  /** The cgroup v2 directory whose processes get service translation at connect() (default: the root). */
+  cgroupRoot?: string;
+  /** Backend selection for services without Cilium's lb-algorithm annotation (default random). */
+  lbAlgorithm?: 'random' | 'maglev';
 }
 
 /** What the CNI plugin tells the agent about a pod it wired. */
@@ -123,6 +134,13 @@ export interface AgentStatus {
   manifests: { errors: string[]; loadedAt?: string };
   datapath: { pinDir: string; ok: boolean; error?: string };
   events: { seen: number; dropped: number };
+  services: { frontends: number; errors: string[]; cgroup?: string };
+}
+
+/** A frontend as the agent applied it (for `hypha service list`). */
+export interface ServiceRecord extends ServiceFrontend {
+  revNatIndex?: number;
+  error?: string;
 }
 
 export class Agent {
@@ -131,6 +149,9 @@ export class Agent {
   readonly repo = new PolicyRepository();
   readonly #alloc: IdentityAllocator;
   #kube: KubernetesWatcher | undefined;
+  #lb: ServiceMaps | undefined;
+  #lbCgroup: string | undefined;
+  readonly #services = new Map<string, ServiceRecord[]>();
   #remote = new Map<string, RemoteEndpoint>();
   #knownIdentities = new Set<number>();
   readonly #endpoints = new Map<string, EndpointRecord>();
@@ -170,8 +191,13 @@ export class Agent {
       node: this.config.node,
       sink: this,
       allocator: this.#alloc,
+      ...(this.config.nodeIp ? { nodeIp: this.config.nodeIp } : {}),
+      ...(this.config.lbAlgorithm ? { lbAlgorithm: this.config.lbAlgorithm } : {}),
       log: (m) => console.error(`hypha agent: ${m}`),
     });
+    this.#lb = ServiceMaps.open({ pinDir: this.config.pinDir });
+    this.#lbCgroup = this.config.cgroupRoot ?? cgroup2Root();
+    this.#lb.attach(this.#lbCgroup);
     await this.#kube.start();
     this.#publish();
   }
@@ -214,6 +240,8 @@ export class Agent {
 
   stop(): void {
     this.#kube?.stop();
+    // The programs stay attached and the maps pinned: services keep working without the agent.
+    this.#lb?.close();
     for (const w of this.#watchers) w.close();
     this.#eventsAbort.abort();
     this.#datapath.close();
@@ -489,11 +517,95 @@ export class Agent {
       },
       datapath: { pinDir: this.config.pinDir, ok: true },
       events: this.eventCounts,
+      services: {
+        frontends: [...this.#services.values()].reduce((n, fs) => n + fs.length, 0),
+        errors: [...this.#services.values()]
+          .flat()
+          .flatMap((f) => (f.error ? [`${f.service} ${frontendKey(f.frontend)}: ${f.error}`] : [])),
+        ...(this.#lb ? { cgroup: this.#lbCgroup } : {}),
+      },
     };
+  }
+
+  /** Every service frontend the agent applied, with its errors. */
+  services(): ServiceRecord[] {
+    return [...this.#services.values()].flat().sort((a, b) => (a.revNatIndex ?? 0) - (b.revNatIndex ?? 0));
+  }
+
+  /**
+   * Services changed: their frontends go to the socket load balancer. Each service stands
+   * alone: one that cannot be written (a bad port, more backends than the maps hold) is
+   * reported on itself and in status, and the others apply.
+   */
+  updateServices(changes: Map<string, ServiceFrontend[]>): void {
+    const lb = this.#lb;
+    if (!lb) return;
+    const upserts: ServiceSpec[] = [];
+    const owners: ServiceRecord[] = [];
+    const removed: LbFrontend[] = [];
+    for (const [key, frontends] of changes) {
+      const wanted = new Set(frontends.map((f) => frontendKey(f.frontend)));
+      for (const old of this.#services.get(key) ?? []) {
+        const lbf = lbFrontend(old);
+        if (!wanted.has(frontendKey(old.frontend)) && lbf) removed.push(lbf);
+      }
+      const records: ServiceRecord[] = [];
+      for (const f of frontends) {
+        const rec: ServiceRecord = { ...f };
+        try {
+          const spec = toServiceSpec(f);
+          validateServiceSpec(spec);
+          upserts.push(spec);
+          owners.push(rec);
+        } catch (err) {
+          rec.error = errorMessage(err);
+          const lbf = lbFrontend(f);
+          if (lbf) removed.push(lbf);
+        }
+        records.push(rec);
+      }
+      if (records.length) this.#services.set(key, records);
+      else this.#services.delete(key);
+    }
+    try {
+      if (removed.length) lb.deleteServices(removed);
+      const ids = lb.upsertServices(upserts);
+      ids.forEach((id, i) => {
+        owners[i]!.revNatIndex = id.revNatIndex;
+      });
+    } catch (err) {
+      for (const o of owners) o.error = `not written: ${errorMessage(err)}`;
+    }
   }
 
   #save(): void {
     writeJsonAtomic(join(this.config.stateDir, 'endpoints.json'), this.endpoints());
     this.#publish();
   }
+}
+
+/** The load balancer's frontend (TCP and UDP; SCTP services are not translated). */
+function lbFrontend(f: ServiceFrontend): LbFrontend | undefined {
+  const { ip, port, protocol } = f.frontend;
+  return protocol === 'TCP' || protocol === 'UDP' ? { ip, port, protocol } : undefined;
+}
+
+/** A frontend as the socket load balancer takes it. */
+function toServiceSpec(f: ServiceFrontend): ServiceSpec {
+  const local = f.localOnly ? 'Local' : 'Cluster';
+  const frontend = lbFrontend(f);
+  if (!frontend) throw new Error(`${f.frontend.protocol} services are not translated (TCP and UDP are)`);
+  return {
+    frontend,
+    type: f.type,
+    backends: f.backends.map((b) => ({
+      ip: b.ip,
+      port: b.port,
+      state: b.state,
+      ...(f.localOnly ? { local: true } : {}),
+    })),
+    algorithm: f.algorithm,
+    ...(f.affinityTimeoutSec ? { affinityTimeoutSec: f.affinityTimeoutSec } : {}),
+    ...(f.type === 'ClusterIP' ? { internalTrafficPolicy: local } : { externalTrafficPolicy: local }),
+  };
 }

@@ -45,6 +45,8 @@ export function handle(agent: Agent, method: string, path: string, body: unknown
         return { status: 200, body: { released: agent.ipam.release(id) } };
       case 'GET /v1/endpoints':
         return { status: 200, body: agent.endpoints() };
+      case 'GET /v1/services':
+        return { status: 200, body: agent.services() };
       case 'GET /v1/identities':
         return { status: 200, body: agent.repo.identities().map(([id, labels]) => ({ id, labels })) };
       case 'GET /v1/policy':

@@ -11,6 +11,7 @@
 import {
   CoreV1Api,
   CustomObjectsApi,
+  DiscoveryV1Api,
   type Informer,
   KubeConfig,
   type KubernetesObject,
@@ -24,6 +25,12 @@ import { formatLabels, type Identity } from '../identity/index.js';
 import type { Labels } from '../k8s/selector.js';
 import { type Policy, parsePolicy } from '../policy/index.js';
 import type { CrdIdentityAllocator } from './identities.js';
+import {
+  desiredFrontends,
+  type EndpointSliceObject,
+  type ServiceFrontend,
+  type ServiceObject,
+} from './services.js';
 
 export interface ClusterState {
   podLabels: Map<string, Labels>;
@@ -44,6 +51,8 @@ export interface ClusterSink {
   setClusterState(state: ClusterState): void;
   setIdentities(ids: Identity[]): void;
   setRemoteEndpoints(eps: RemoteEndpoint[]): void;
+  /** Services whose frontends changed, by `namespace/name` (an empty list: the service is gone). */
+  updateServices(changes: Map<string, ServiceFrontend[]>): void;
 }
 
 /** The local endpoint facts a CiliumEndpoint publishes. */
@@ -76,6 +85,10 @@ export interface KubernetesWatcherOptions {
   node: string;
   sink: ClusterSink;
   allocator: CrdIdentityAllocator;
+  /** The node's address: NodePort frontends listen on it. */
+  nodeIp?: string;
+  /** Backend selection for services without the lb-algorithm annotation. */
+  lbAlgorithm?: 'random' | 'maglev';
   log?: (msg: string) => void;
 }
 
@@ -86,9 +99,14 @@ export class KubernetesWatcher {
   readonly #core: CoreV1Api;
   readonly #net: NetworkingV1Api;
   readonly #custom: CustomObjectsApi;
+  readonly #discovery: DiscoveryV1Api;
   readonly #cache = new Map<string, Map<string, Obj>>();
   #timer: NodeJS.Timeout | undefined;
   #synced = false;
+  #flushed = false;
+  #dirtyKinds = new Set<string>();
+  #dirtyServices = new Set<string>();
+  readonly #slicesBySvc = new Map<string, Set<string>>();
   readonly #published = new Map<string, string>();
 
   constructor(o: KubernetesWatcherOptions) {
@@ -97,6 +115,7 @@ export class KubernetesWatcher {
     this.#core = this.#kc.makeApiClient(CoreV1Api);
     this.#net = this.#kc.makeApiClient(NetworkingV1Api);
     this.#custom = this.#kc.makeApiClient(CustomObjectsApi);
+    this.#discovery = this.#kc.makeApiClient(DiscoveryV1Api);
   }
 
   async start(): Promise<void> {
@@ -121,15 +140,27 @@ export class KubernetesWatcher {
       ],
       ['ciliumidentities', '/apis/cilium.io/v2/ciliumidentities', custom('ciliumidentities')],
       ['ciliumendpoints', '/apis/cilium.io/v2/ciliumendpoints', custom('ciliumendpoints')],
+      ['services', '/api/v1/services', () => this.#core.listServiceForAllNamespaces() as never],
+      [
+        'endpointslices',
+        '/apis/discovery.k8s.io/v1/endpointslices',
+        () => this.#discovery.listEndpointSliceForAllNamespaces() as never,
+      ],
     ];
     for (const [name, path, list] of sources) {
       const cache = new Map<string, Obj>();
       this.#cache.set(name, cache);
       const inf = makeInformer<Obj>(this.#kc, path, list as never);
       const key = (o: Obj) => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
-      inf.on('add', (o) => this.#changed(cache.set(key(o), o)));
-      inf.on('update', (o) => this.#changed(cache.set(key(o), o)));
-      inf.on('delete', (o) => this.#changed(cache.delete(key(o))));
+      const note = (o: Obj, gone: boolean) => {
+        const k = key(o);
+        if (gone) cache.delete(k);
+        else cache.set(k, o);
+        this.#changed(name, o, k, gone);
+      };
+      inf.on('add', (o) => note(o, false));
+      inf.on('update', (o) => note(o, false));
+      inf.on('delete', (o) => note(o, true));
       inf.on('error', (err) => {
         this.#o.log?.(`watch ${path}: ${errorMessage(err)}; retrying`);
         setTimeout(() => void inf.start().catch(() => {}), 1000).unref();
@@ -147,7 +178,21 @@ export class KubernetesWatcher {
     for (const i of this.#informers) void i.stop();
   }
 
-  #changed(_: unknown): void {
+  /**
+   * Records what changed, so a flush recomputes only that: policy state, identities,
+   * remote endpoints, or the services touched (one service's change costs that service).
+   */
+  #changed(kind: string, o: Obj, key: string, gone: boolean): void {
+    if (kind === 'services') this.#dirtyServices.add(key);
+    else if (kind === 'endpointslices') {
+      const svc = `${o.metadata?.namespace ?? ''}/${o.metadata?.labels?.['kubernetes.io/service-name'] ?? ''}`;
+      const slices = this.#slicesBySvc.get(svc) ?? new Set<string>();
+      if (gone) slices.delete(key);
+      else slices.add(key);
+      if (slices.size) this.#slicesBySvc.set(svc, slices);
+      else this.#slicesBySvc.delete(svc);
+      this.#dirtyServices.add(svc);
+    } else this.#dirtyKinds.add(kind);
     if (!this.#synced || this.#timer) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
@@ -161,12 +206,61 @@ export class KubernetesWatcher {
 
   #flush(): void {
     const { sink, allocator } = this.#o;
-    const ids = this.#items('ciliumidentities').map((o) => ({
-      id: Number(o.metadata?.name),
-      labels: labelsFromSecurity(o['security-labels']),
-    }));
-    allocator.sync(ids.filter((i) => Number.isInteger(i.id)));
-    sink.setIdentities(allocator.all());
+    const dirty = this.#dirtyKinds;
+    this.#dirtyKinds = new Set();
+    const all = !this.#flushed;
+    this.#flushed = true;
+    if (all || dirty.has('ciliumidentities')) {
+      const ids = this.#items('ciliumidentities').map((o) => ({
+        id: Number(o.metadata?.name),
+        labels: labelsFromSecurity(o['security-labels']),
+      }));
+      allocator.sync(ids.filter((i) => Number.isInteger(i.id)));
+      sink.setIdentities(allocator.all());
+    }
+    if (
+      all ||
+      [
+        'namespaces',
+        'pods',
+        'networkpolicies',
+        'ciliumnetworkpolicies',
+        'ciliumclusterwidenetworkpolicies',
+      ].some((k) => dirty.has(k))
+    )
+      sink.setClusterState(this.#clusterState());
+    if (all || dirty.has('ciliumendpoints')) sink.setRemoteEndpoints(this.#remoteEndpoints());
+    if (all || this.#dirtyServices.size) {
+      const keys = all ? this.#allServiceKeys() : this.#dirtyServices;
+      const changes = new Map<string, ServiceFrontend[]>();
+      for (const key of keys) changes.set(key, this.#frontendsOf(key));
+      this.#dirtyServices = new Set();
+      sink.updateServices(changes);
+    }
+  }
+
+  #allServiceKeys(): Set<string> {
+    return new Set([...(this.#cache.get('services')?.keys() ?? []), ...this.#slicesBySvc.keys()]);
+  }
+
+  /** One service's frontends from its object and its EndpointSlices (none when it is gone). */
+  #frontendsOf(key: string): ServiceFrontend[] {
+    const svc = this.#cache.get('services')?.get(key);
+    if (!svc) return [];
+    const sliceCache = this.#cache.get('endpointslices');
+    const slices = [...(this.#slicesBySvc.get(key) ?? [])]
+      .map((k) => sliceCache?.get(k))
+      .filter((x): x is Obj => x !== undefined);
+    return [
+      ...desiredFrontends([svc as unknown as ServiceObject], slices as unknown as EndpointSliceObject[], {
+        nodeName: this.#o.node,
+        ...(this.#o.nodeIp ? { nodeIp: this.#o.nodeIp } : {}),
+        defaultAlgorithm: this.#o.lbAlgorithm ?? 'random',
+      }).values(),
+    ];
+  }
+
+  #clusterState(): ClusterState {
     const nsLabels = new Map<string, Labels>();
     for (const ns of this.#items('namespaces')) nsLabels.set(ns.metadata!.name!, ns.metadata?.labels ?? {});
     const podLabels = new Map<string, Labels>();
@@ -188,7 +282,10 @@ export class KubernetesWatcher {
         }
       }
     }
-    sink.setClusterState({ podLabels, nsLabels, policies, errors });
+    return { podLabels, nsLabels, policies, errors };
+  }
+
+  #remoteEndpoints(): RemoteEndpoint[] {
     const remote: RemoteEndpoint[] = [];
     for (const cep of this.#items('ciliumendpoints')) {
       const status = (cep.status ?? {}) as {
@@ -200,7 +297,7 @@ export class KubernetesWatcher {
       const identity = status.identity?.id;
       if (node !== this.#o.node && ip && identity) remote.push({ ip, identity, node });
     }
-    sink.setRemoteEndpoints(remote);
+    return remote;
   }
 
   #publishing: Promise<void> | undefined;

@@ -2,5 +2,6 @@
 export * from './constants.js';
 export * from './datapath.js';
 export * from './layout.js';
+export * from './lb.js';
 export * from './packet.js';
 export * from './pinned.js';

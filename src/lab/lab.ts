@@ -157,13 +157,14 @@ export class Lab {
         logDir: this.#path('logs', 'pods'),
         runDir: this.#path('run', n.name),
         translate: (pod) => this.#translate(pod),
+        // As kubelet's --cluster-dns: the kube-dns Service's ClusterIP, translated by the agents.
+        clusterDns: { nameserver: DNS_SERVICE_IP, domain: CLUSTER_DOMAIN },
         log: this.#log,
       });
       this.#kubelets.set(n.name, kubelet);
       await kubelet.start();
     }
     this.#bootstrapClusterDns();
-    this.#watchClusterDns();
     await this.#nodesReady(60_000);
     const state: LabState = {
       name: this.config.name,
@@ -352,10 +353,13 @@ export class Lab {
                   `${nodeDir}/agent.sock`,
                   '--pin-dir',
                   '/sys/fs/bpf/hypha/$(NODE_NAME)',
+                  '--cgroup-root',
+                  labCgroup(this.config.name, '$(NODE_NAME)'),
                 ],
                 env: [
                   { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
                   { name: 'HYPHA_AGENT_SOCKET', value: `${nodeDir}/agent.sock` },
+                  { name: 'HYPHA_NODE', value: '$(NODE_NAME)' },
                   {
                     name: 'PATH',
                     value: `${bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
@@ -417,50 +421,6 @@ export class Lab {
         },
       });
     }
-  }
-
-  /** The ready cluster DNS pod's address (ClusterIPs are not translated yet: issue #6). */
-  clusterDnsIp(): string | undefined {
-    const pods = this.api.list(this.api.resource('', 'pods')!, 'kube-system', {
-      labelSelector: 'k8s-app=kube-dns',
-    }).items;
-    for (const p of pods) {
-      const st = p.status as { podIP?: string; conditions?: { type: string; status: string }[] } | undefined;
-      if (
-        st?.podIP &&
-        st.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') &&
-        !p.metadata.deletionTimestamp
-      )
-        return st.podIP;
-    }
-    return undefined;
-  }
-
-  /**
-   * Pods resolve through the ready cluster DNS pod. (Its ClusterIP, 10.96.0.10, needs
-   * service translation, which comes with issue #6; then resolv.conf names the ClusterIP.)
-   */
-  #watchClusterDns(): void {
-    let current: string | undefined;
-    const check = () => {
-      const ip = this.clusterDnsIp();
-      if (!ip || ip === current) return;
-      current = ip;
-      this.#log(`cluster DNS at ${ip}`);
-      for (const k of this.#kubelets.values())
-        void k
-          .setClusterDns({ nameserver: ip, domain: CLUSTER_DOMAIN })
-          .catch((err: unknown) => this.#log(`cluster DNS: ${errorMessage(err)}`));
-    };
-    this.#stopZone.push(
-      this.api.watch(
-        this.api.resource('', 'pods')!,
-        'kube-system',
-        { labelSelector: 'k8s-app=kube-dns' },
-        check,
-      ),
-    );
-    check();
   }
 
   /** The lab's images (the cluster DNS server), and every pod trusts the lab CA. */

@@ -19,8 +19,10 @@ export interface NodeKubeletOptions {
   cgroup?: string;
   logDir: string;
   runDir: string;
-  /** Rewrites a pod before it runs (the lab's built-in images, cluster DNS). */
+  /** Rewrites a pod before it runs (the lab's built-in images). */
   translate?: (pod: KObject) => KObject;
+  /** Cluster DNS for ClusterFirst pods (kubelet's --cluster-dns and --cluster-domain). */
+  clusterDns?: ClusterDns;
   log: (line: string) => void;
 }
 
@@ -43,6 +45,7 @@ export class NodeKubelet {
 
   constructor(o: NodeKubeletOptions) {
     this.#o = o;
+    this.#clusterDns = o.clusterDns;
     this.#pods = o.api.resource('', 'pods')!;
     this.#nodes = o.api.resource('', 'nodes')!;
   }

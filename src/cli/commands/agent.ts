@@ -12,6 +12,12 @@ import { type Command, formatTable, OUTPUT_OPTION, SOCKET_OPTION, wantsJson } fr
 import { clusterStatus, formatClusterStatus } from './cluster-status.js';
 import { runningLab } from './lab.js';
 
+function lbAlgorithm(v: string): 'random' | 'maglev' {
+  if (v !== 'random' && v !== 'maglev')
+    throw new UsageError(`--lb-algorithm: "${v}" is not random or maglev`);
+  return v;
+}
+
 function socketOf(values: Record<string, unknown>): string {
   return (values.socket as string | undefined) ?? defaultSocket(values.node as string | undefined);
 }
@@ -25,6 +31,8 @@ const AGENT_KEYS = [
   'manifests',
   'kubeconfig',
   'node-ip',
+  'cgroup-root',
+  'lb-algorithm',
 ];
 
 /** The agent's config file: the flags' names as keys; unknown keys and wrong types are errors. */
@@ -96,7 +104,17 @@ export const agentCommands: Command[] = [
       'node-ip': {
         type: 'string',
         value: 'ip',
-        description: "this node's address (published in CiliumEndpoints)",
+        description: "this node's address (published in CiliumEndpoints; NodePorts listen on it)",
+      },
+      'cgroup-root': {
+        type: 'string',
+        value: 'dir',
+        description: 'cgroup v2 directory whose processes get service translation (default: the root)',
+      },
+      'lb-algorithm': {
+        type: 'string',
+        value: 'random|maglev',
+        description: 'default backend selection (random)',
       },
     },
     async run({ values: flags, stdout, signal }) {
@@ -127,6 +145,8 @@ export const agentCommands: Command[] = [
         manifests: (values.manifests as string[] | undefined) ?? [],
         ...(values.kubeconfig ? { kubeconfig: values.kubeconfig as string } : {}),
         ...(nodeIp ? { nodeIp } : {}),
+        ...(values['cgroup-root'] ? { cgroupRoot: values['cgroup-root'] as string } : {}),
+        ...(values['lb-algorithm'] ? { lbAlgorithm: lbAlgorithm(values['lb-algorithm'] as string) } : {}),
       };
       const agent = new Agent(config);
       agent.start();

@@ -258,9 +258,12 @@ export const connectivityCommands: Command[] = [
             '200',
           ),
         );
-        await check('pod-to-service (ClusterIP)', async () => ({
-          skip: 'service translation is not implemented yet (issue #6)',
-        }));
+        await check('pod-to-service (ClusterIP, other node)', () =>
+          expect(client, `http://echo-other-node.${NS}.svc.cluster.local:8080/`, '200'),
+        );
+        await check('pod-to-service (ClusterIP, same node)', () =>
+          expect(client, 'http://echo-same-node:8080/', '200'),
+        );
         await c.apply(denyAll);
         await check('default-deny: ingress to echo denied (same node)', () =>
           expect(client, `http://${same}:8080/`, '000'),

@@ -7,6 +7,7 @@ import { demoCommands } from './demo.js';
 import { labCommands } from './lab.js';
 import { labServerCommands } from './lab-servers.js';
 import { policyCommands } from './policy.js';
+import { serviceCommands } from './services.js';
 
 /** Every subcommand of `hypha`. Each feature area adds its own module here. */
 export const commands: readonly Command[] = [
@@ -19,4 +20,5 @@ export const commands: readonly Command[] = [
   ...labCommands,
   ...labServerCommands,
   ...policyCommands,
+  ...serviceCommands,
 ];

@@ -4,7 +4,16 @@
  * tutorial's cluster and workloads; the other commands talk to it.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { errorMessage, UsageError } from '../../errors.js';
@@ -335,7 +344,9 @@ export const labCommands: Command[] = [
         return 1;
       }
       await new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
-      const keep = existsSync(join(labDir(name), 'keep'));
+      const flag = join(labDir(name), 'keep');
+      const keep = existsSync(flag);
+      rmSync(flag, { force: true });
       log(`lab ${name} going down${keep ? ' (keeping its data)' : ''}`);
       await lab.down(keep);
       log(`lab ${name} down`);
@@ -373,6 +384,7 @@ export const labCommands: Command[] = [
       }
       const flag = join(labDir(name), 'keep');
       if (values.keep) closeSync(openSync(flag, 'w'));
+      else rmSync(flag, { force: true });
       process.kill(s.pid, 'SIGTERM');
       for (let i = 0; i < 600 && alive(s.pid); i++) await sleep(100);
       if (alive(s.pid)) {
