@@ -157,6 +157,24 @@ describe('hypha lab: three nodes, the tutorial workloads', { skip: skipUnlessPri
     assert.match(world.stdout, /^203\.0\.113\.10\s/);
   });
 
+  test('services: a ClusterIP by name from pods on every worker, DNS through the kube-dns ClusterIP', async () => {
+    const froms = [...(await pods('app=frontend')), ...(await pods('app=api-gateway'))];
+    assert.ok(new Set(froms.map((p) => p.spec.nodeName)).size >= 2);
+    for (const from of froms) {
+      const r = await exec(from.metadata.namespace, from.metadata.name, [
+        'curl',
+        '-s',
+        '-m',
+        '3',
+        'http://catalog.production.svc.cluster.local:8080/api/v1/products',
+      ]);
+      assert.equal(r.code, 0, `from ${from.metadata.name}`);
+      assert.match(r.stdout, /"pod":"catalog-/);
+    }
+    const resolv = await exec('production', froms[0]!.metadata.name, ['cat', '/etc/resolv.conf']);
+    assert.match(resolv.stdout, /nameserver 10\.96\.0\.10/);
+  });
+
   test("the tutorial's default-deny, applied with kubectl, stops traffic across nodes; deleting it restores it", async () => {
     const gw = (await pods('app=api-gateway'))[0]!;
     const far = (await pods('app=catalog')).find((p) => p.spec.nodeName !== gw.spec.nodeName)!;
