@@ -34,6 +34,7 @@ import {
   PolicyRepository,
   parsePolicy,
   policyKey,
+  type ServiceInfo,
 } from '../policy/index.js';
 import { CrdIdentityAllocator } from './identities.js';
 import { HostScopeIpam } from './ipam.js';
@@ -530,6 +531,18 @@ export class Agent {
   /** Every service frontend the agent applied, with its errors. */
   services(): ServiceRecord[] {
     return [...this.#services.values()].flat().sort((a, b) => (a.revNatIndex ?? 0) - (b.revNatIndex ?? 0));
+  }
+
+  /** Services as toServices rules select them. */
+  updateServicePeers(changes: Map<string, ServiceInfo | undefined>): void {
+    const diffs = this.repo.bulk(() => {
+      for (const [key, info] of changes) {
+        const [ns, name] = key.split('/') as [string, string];
+        if (info) this.repo.upsertService(info);
+        else this.repo.deleteService(ns, name);
+      }
+    });
+    this.#apply(diffs);
   }
 
   /**

@@ -23,7 +23,7 @@ import {
 import { errorMessage, ValidationError } from '../errors.js';
 import { formatLabels, type Identity } from '../identity/index.js';
 import type { Labels } from '../k8s/selector.js';
-import { type Policy, parsePolicy } from '../policy/index.js';
+import { type Policy, parsePolicy, type ServiceInfo } from '../policy/index.js';
 import type { CrdIdentityAllocator } from './identities.js';
 import {
   desiredFrontends,
@@ -53,6 +53,8 @@ export interface ClusterSink {
   setRemoteEndpoints(eps: RemoteEndpoint[]): void;
   /** Services whose frontends changed, by `namespace/name` (an empty list: the service is gone). */
   updateServices(changes: Map<string, ServiceFrontend[]>): void;
+  /** What `toServices` policy rules select: a service's labels and selector (undefined: gone). */
+  updateServicePeers(changes: Map<string, ServiceInfo | undefined>): void;
 }
 
 /** The local endpoint facts a CiliumEndpoint publishes. */
@@ -233,9 +235,14 @@ export class KubernetesWatcher {
     if (all || this.#dirtyServices.size) {
       const keys = all ? this.#allServiceKeys() : this.#dirtyServices;
       const changes = new Map<string, ServiceFrontend[]>();
-      for (const key of keys) changes.set(key, this.#frontendsOf(key));
+      const peers = new Map<string, ServiceInfo | undefined>();
+      for (const key of keys) {
+        changes.set(key, this.#frontendsOf(key));
+        peers.set(key, this.#serviceInfo(key));
+      }
       this.#dirtyServices = new Set();
       sink.updateServices(changes);
+      sink.updateServicePeers(peers);
     }
   }
 
@@ -258,6 +265,22 @@ export class KubernetesWatcher {
         defaultAlgorithm: this.#o.lbAlgorithm ?? 'random',
       }).values(),
     ];
+  }
+
+  /** A service as toServices rules see it: by selector, or by its endpoints' IPs when it has none. */
+  #serviceInfo(key: string): ServiceInfo | undefined {
+    const svc = this.#cache.get('services')?.get(key) as unknown as ServiceObject | undefined;
+    if (!svc) return undefined;
+    const labels = (svc.metadata as { labels?: Record<string, string> }).labels ?? {};
+    const base = { namespace: svc.metadata.namespace, name: svc.metadata.name, labels };
+    if (svc.spec.selector) return { ...base, selector: svc.spec.selector };
+    const sliceCache = this.#cache.get('endpointslices');
+    const ips = [...(this.#slicesBySvc.get(key) ?? [])].flatMap((k) =>
+      ((sliceCache?.get(k) as unknown as EndpointSliceObject | undefined)?.endpoints ?? []).flatMap(
+        (e) => e.addresses ?? [],
+      ),
+    );
+    return { ...base, ips };
   }
 
   #clusterState(): ClusterState {
