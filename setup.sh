@@ -41,6 +41,10 @@ if [ ! -d /sys/kernel/tracing/events ] && ! mountpoint -q /sys/kernel/tracing; t
   mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || log "tracefs not available (tracepoint attach will report NotSupported)"
 fi
 
+# kubectl is not a Debian package: the lab works without it (hypha apply, hypha lab exec),
+# and the tests that drive the real kubectl need it.
+command -v kubectl >/dev/null || log "kubectl not found: install it to use the lab with kubectl (the tests need it)"
+
 log "building BPF objects and TypeScript"
 PATH="$PWD/node_modules/.bin:$PATH" npm run --silent build
 log "ready: $(node_modules/.bin/node --version), $(clang --version | head -1)"
