@@ -36,6 +36,7 @@ import {
   policyKey,
   type ServiceInfo,
 } from '../policy/index.js';
+import { AgentFlows } from './flows.js';
 import { CrdIdentityAllocator } from './identities.js';
 import { HostScopeIpam } from './ipam.js';
 import type { ClusterState, KubernetesWatcher, RemoteEndpoint } from './k8s.js';
@@ -165,6 +166,8 @@ export class Agent {
   #revision = 0;
   #watchers: ReturnType<typeof watch>[] = [];
   readonly #events = new EventEmitter();
+  /** Flows from the datapath's events, for `hypha observe`. */
+  readonly flows: AgentFlows;
   #eventsAbort = new AbortController();
   #eventCounts = { seen: 0, dropped: 0 };
 
@@ -172,6 +175,21 @@ export class Agent {
     this.config = config;
     this.ipam = new HostScopeIpam(config.podCidr, join(config.stateDir, 'ipam.json'));
     this.#datapath = Datapath.open({ pinDir: config.pinDir });
+    this.flows = new AgentFlows({
+      nodeName: config.node,
+      repo: this.repo,
+      endpoints: () => [...this.#endpoints.values()],
+      remote: (ip) => this.#remote.get(ip),
+      service: (ip, port) => {
+        for (const fs of this.#services.values())
+          for (const f of fs)
+            if (f.frontend.ip === ip && f.frontend.port === port) {
+              const [namespace, name] = f.service.split('/') as [string, string];
+              return { namespace, name };
+            }
+        return undefined;
+      },
+    });
     if (config.kubeconfig) {
       const alloc = new CrdIdentityAllocator();
       alloc.onConflict = () => this.#apply(this.repo.bulk(() => this.#relabelAll()));
@@ -255,6 +273,7 @@ export class Agent {
       for (const ev of decodeEvents(batch)) {
         this.#eventCounts.seen++;
         if (ev.type === EventType.Drop) this.#eventCounts.dropped++;
+        this.flows.add(ev);
         this.#events.emit('event', ev);
       }
     }

@@ -7,6 +7,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { dirname } from 'node:path';
 import { ifindexOf } from '../bpf/index.js';
 import { errorMessage, ValidationError } from '../errors.js';
+import { type GetFlowsRequest, type RingQuery, toResponse, toRingQuery } from '../hubble/index.js';
 import { trace } from '../policy/index.js';
 import type { Agent, EndpointRequest } from './agent.js';
 import { IpamExhaustedError } from './ipam.js';
@@ -146,6 +147,37 @@ export function serveApi(agent: Agent, socket: string): Promise<Server> {
           `${JSON.stringify(ev, (_k, v) => (typeof v === 'bigint' ? v.toString() : v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v))}\n`,
         );
       }, ac.signal);
+      return;
+    }
+    // Flows (Hubble's GetFlows, as JSON): the request in the body, NDJSON responses back;
+    // with follow, until the client goes away. A slow reader skips ahead (lost events), so
+    // the agent never buffers for it.
+    if (req.method === 'POST' && req.url === '/v1/flows') {
+      const ac = new AbortController();
+      res.on('close', () => ac.abort());
+      let query: RingQuery;
+      try {
+        const body = ((await readBody(req)) ?? {}) as Partial<GetFlowsRequest>;
+        query = toRingQuery(
+          { number: 0, first: false, follow: false, whitelist: [], blacklist: [], ...body },
+          ac.signal,
+        );
+      } catch (err) {
+        res.writeHead(400, { 'content-type': 'application/json' });
+        res.end(`${JSON.stringify({ error: errorMessage(err) })}\n`);
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.flushHeaders();
+      try {
+        for await (const e of agent.flows.ring.read(query)) {
+          if (!res.write(`${JSON.stringify(toResponse(e, agent.config.node))}\n`))
+            await new Promise((r) => res.once('drain', r));
+        }
+      } catch (err) {
+        if (!ac.signal.aborted) res.write(`${JSON.stringify({ error: errorMessage(err) })}\n`);
+      }
+      res.end();
       return;
     }
     let r: ApiResponse;

@@ -44,6 +44,9 @@ export interface RemoteEndpoint {
   ip: string;
   identity: number;
   node: string;
+  /** The pod behind it (the CiliumEndpoint's name and namespace). */
+  namespace?: string;
+  podName?: string;
 }
 
 /** What the watcher needs from the agent. */
@@ -318,7 +321,14 @@ export class KubernetesWatcher {
       const node = cep.metadata?.labels?.['hypha.io/node'] ?? '';
       const ip = status.networking?.addressing?.[0]?.ipv4;
       const identity = status.identity?.id;
-      if (node !== this.#o.node && ip && identity) remote.push({ ip, identity, node });
+      if (node !== this.#o.node && ip && identity)
+        remote.push({
+          ip,
+          identity,
+          node,
+          namespace: cep.metadata?.namespace ?? '',
+          podName: cep.metadata?.name ?? '',
+        });
     }
     return remote;
   }

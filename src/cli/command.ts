@@ -32,6 +32,8 @@ export interface Command {
   /** Positional arguments, as shown in usage, e.g. `<endpoint-id>`. */
   args?: string;
   options?: Record<string, OptionSpec>;
+  /** The command parses its own arguments (given as `positionals`); `options` only document them. */
+  rawArgs?: boolean;
   run(ctx: CommandContext): Promise<number | undefined> | number | undefined;
 }
 

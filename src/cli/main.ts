@@ -71,6 +71,14 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
+    // A command with its own flag grammar (hubble's, for observe) gets its arguments as they are.
+    if (command.rawArgs) {
+      if (rest.includes('--help') || rest.includes('-h')) {
+        stdout.write(commandHelp(command));
+        return 0;
+      }
+      return (await command.run({ values: {}, positionals: rest, stdout, stderr, signal: ac.signal })) ?? 0;
+    }
     const parsed = parseArgs({
       args: rest,
       options: { ...command.options, help: HELP_OPTION } as NonNullable<

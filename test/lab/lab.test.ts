@@ -13,6 +13,7 @@ import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { connectivityCommands } from '../../src/cli/commands/connectivity.js';
 import { applyFiles } from '../../src/cli/commands/lab.js';
+import { observeCommands } from '../../src/cli/commands/observe.js';
 import { KubeClient, loadKubeconfig } from '../../src/k8s/client.js';
 import { execInPod } from '../../src/k8s/exec.js';
 import { Lab, type LabState, labCgroup } from '../../src/lab/lab.js';
@@ -183,6 +184,35 @@ describe('hypha lab: three nodes, the tutorial workloads', { skip: skipUnlessPri
     let status = '';
     for (let i = 0; i < 20 && status !== '000'; i++) status = (await curl(gw, far.status!.podIP!)).stdout;
     assert.equal(status, '000', 'denied: no HTTP answer');
+    // The drop is a flow, as `hubble observe` shows it: on the node that dropped it.
+    const observe = observeCommands[0]!;
+    let seen = '';
+    for (const n of state.nodes) {
+      const out = new PassThrough();
+      const chunks: Buffer[] = [];
+      out.on('data', (c: Buffer) => chunks.push(c));
+      await observe.run({
+        values: {},
+        positionals: [
+          '--server',
+          `unix://${n.agentSocket}`,
+          '--namespace',
+          'production',
+          '--verdict',
+          'DROPPED',
+          '--last',
+          '50',
+        ],
+        stdout: out,
+        stderr: out,
+        signal: new AbortController().signal,
+      });
+      seen += Buffer.concat(chunks).toString();
+    }
+    assert.match(
+      seen,
+      /production\/api-gateway-[a-z0-9-]+:\d+ \(ID:\d+\) <> production\/catalog-[a-z0-9-]+:8080 \(ID:\d+\) Policy denied DROPPED \(TCP Flags: SYN\)/,
+    );
     r = await kubectl('delete', '-f', join(TUTORIAL, '05.1-default-deny.yaml'));
     assert.equal(r.code, 0, r.out);
     for (let i = 0; i < 20 && status !== '200'; i++) status = (await curl(gw, far.status!.podIP!)).stdout;

@@ -6,6 +6,7 @@ import { connectivityCommands } from './connectivity.js';
 import { demoCommands } from './demo.js';
 import { labCommands } from './lab.js';
 import { labServerCommands } from './lab-servers.js';
+import { observeCommands } from './observe.js';
 import { policyCommands } from './policy.js';
 import { serviceCommands } from './services.js';
 
@@ -19,6 +20,7 @@ export const commands: readonly Command[] = [
   ...demoCommands,
   ...labCommands,
   ...labServerCommands,
+  ...observeCommands,
   ...policyCommands,
   ...serviceCommands,
 ];

@@ -148,6 +148,9 @@ export async function createTopology(t: Topology): Promise<void> {
       // Pods answer through the node; reverse-path checks would drop asymmetric lab paths.
       b.sysctl(n.netns, 'net.ipv4.conf.all.rp_filter', 0);
       b.sysctl(n.netns, 'net.ipv4.conf.default.rp_filter', 0);
+      // IPv4-only cluster: pods' host-side veths get no IPv6 (no router solicitations at pods).
+      b.sysctl(n.netns, 'net.ipv6.conf.default.disable_ipv6', 1);
+      b.sysctl(n.netns, 'net.ipv6.conf.all.disable_ipv6', 1);
       for (const other of t.nodes) {
         if (other !== n) b.addRoute(n.netns, { to: other.podCidr, via: other.ip });
       }

@@ -317,10 +317,14 @@ export class PodRuntime {
         rec.netns = this.#o.nodeNetns;
         rec.ip = this.#o.hostIp;
       } else {
-        await NetNs.create(name);
+        const ns = await NetNs.create(name);
         rec.netns = name;
         rec.ownsNetns = true;
         leftovers.addNetns(name);
+        // The cluster is IPv4-only: no IPv6 on the pod's interfaces, before CNI makes eth0
+        // (else its router solicitations and MLD reports are the datapath's first drops).
+        await ns.sysctl('net.ipv6.conf.default.disable_ipv6', 1).catch(() => {});
+        await ns.sysctl('net.ipv6.conf.all.disable_ipv6', 1).catch(() => {});
         rec.cniAdded = true;
         rec.ip = (await cniAdd(this.#cniCall(rec, name))).ip;
       }

@@ -1,0 +1,92 @@
+/**
+ * `hypha observe`: `hubble observe` against Hypha, with its flags and output formats.
+ * It asks each agent for flows (all of the lab's nodes by default, merged in time order,
+ * as the relay does; one agent with --socket or HYPHA_AGENT_SOCKET).
+ */
+import { request } from 'node:http';
+import { defaultSocket } from '../../agent/client.js';
+import { UsageError } from '../../errors.js';
+import { FlowPrinter, type GetFlowsResponse, parseObserveArgs } from '../../hubble/index.js';
+import type { Command } from '../command.js';
+import { runningLab } from './lab.js';
+
+function flowsFrom(
+  socket: string,
+  body: object,
+  onResponse: (r: GetFlowsResponse) => void,
+  signal: AbortSignal,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        socketPath: socket,
+        path: '/v1/flows',
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+      },
+      (res) => {
+        let buf = '';
+        res.on('data', (c: Buffer) => {
+          buf += c.toString();
+          for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+            const line = buf.slice(0, i);
+            buf = buf.slice(i + 1);
+            const o = JSON.parse(line) as GetFlowsResponse & { error?: string };
+            if (o.error) {
+              reject(new UsageError(o.error));
+              return;
+            }
+            onResponse(o);
+          }
+        });
+        res.on('end', resolve);
+        res.on('error', reject);
+      },
+    );
+    req.on('error', (err) => reject(new Error(`agent at ${socket}: ${err.message}`)));
+    signal.addEventListener('abort', () => {
+      req.destroy();
+      resolve();
+    });
+    req.end(JSON.stringify(body));
+  });
+}
+
+const timeOf = (r: GetFlowsResponse) => r.time ?? '';
+
+export const observeCommands: Command[] = [
+  {
+    path: ['observe'],
+    summary:
+      "Observe flows, with hubble observe's flags (--follow, --last, --namespace, --pod, --verdict, -o json, ...)",
+    rawArgs: true,
+    async run({ positionals, stdout, signal }) {
+      const args = parseObserveArgs(positionals);
+      const { printer: printOpts, server, printRawFilters, ...req } = args;
+      if (printRawFilters) {
+        stdout.write(`${JSON.stringify({ whitelist: req.whitelist, blacklist: req.blacklist }, null, 2)}\n`);
+        return 0;
+      }
+      const sockets = server?.startsWith('unix://')
+        ? [server.slice('unix://'.length)]
+        : process.env.HYPHA_AGENT_SOCKET
+          ? [process.env.HYPHA_AGENT_SOCKET]
+          : (runningLab('cilium-demo')?.nodes.map((n) => n.agentSocket) ?? [defaultSocket()]);
+      const printer = new FlowPrinter(printOpts);
+      if (!req.follow) {
+        // Each agent gives its last (or first) N; the merge keeps N overall, in time order.
+        const all: GetFlowsResponse[] = [];
+        await Promise.all(sockets.map((s) => flowsFrom(s, req, (r) => all.push(r), signal)));
+        all.sort((a, b) => timeOf(a).localeCompare(timeOf(b)));
+        const n = req.number;
+        const picked = n > 0 ? (req.first ? all.slice(0, n) : all.slice(-n)) : all;
+        for (const r of picked) stdout.write(printer.write(r));
+        stdout.write(printer.flush());
+        return 0;
+      }
+      await Promise.all(sockets.map((s) => flowsFrom(s, req, (r) => stdout.write(printer.write(r)), signal)));
+      stdout.write(printer.flush());
+      return 0;
+    },
+  },
+];
