@@ -29,9 +29,11 @@ const CONNECT_BENCH = join(repoRoot, 'dist/bench/native/connect_bench');
 const NODE = join(repoRoot, 'node_modules/.bin/node');
 const BACKEND = { ip: '10.250.0.2', port: 8080 };
 
-/** Service i's ClusterIP: 10.96.0.0/12 spread; the target gets the last one. */
-const clusterIp = (i: number) =>
-  `10.${96 + (i >> 16)}.${(i >> 8) & 255}.${(i & 255) + 1 > 254 ? 254 : (i & 255) + 1}`;
+/** Service i's ClusterIP in 10.96.0.0/12, last octets 1 to 254: every service its own address. */
+const clusterIp = (i: number) => {
+  const k = Math.floor(i / 254);
+  return `10.${96 + (k >> 8)}.${k & 255}.${(i % 254) + 1}`;
+};
 
 function services(n: number): BenchService[] {
   return Array.from({ length: n }, (_, i) => ({
