@@ -9,7 +9,7 @@ import { loadValues, reviewValues } from '../../src/lab/values.js';
 import { repoRoot } from '../helpers/kernel.js';
 
 test("the tutorial's values file loads unchanged and every key gets a verdict", () => {
-  const v = loadValues([join(repoRoot, 'examples/tutorial/04.3-cilium-values.yaml')], []);
+  const v = loadValues([join(repoRoot, 'examples/cilium-values.yaml')], []);
   const review = new Map(reviewValues(v).map((r) => [r.key, r.state]));
   assert.equal(review.get('ipam.mode'), 'applied');
   assert.equal(review.get('k8sServiceHost'), 'not-applicable');
