@@ -264,6 +264,64 @@ export const connectivityCommands: Command[] = [
         await check('pod-to-service (ClusterIP, same node)', () =>
           expect(client, 'http://echo-same-node:8080/', '200'),
         );
+        await check('service with no backend: refused at once', async () => {
+          await c.apply({
+            apiVersion: 'v1',
+            kind: 'Service',
+            metadata: { name: 'no-backend', namespace: NS },
+            spec: { selector: { name: 'nothing-matches' }, ports: [{ name: 'http', port: 8080 }] },
+          });
+          await new Promise((r) => setTimeout(r, 500));
+          const t = performance.now();
+          const r = await suite.exec(client, [
+            'curl',
+            '-s',
+            '-m',
+            '5',
+            '-o',
+            '/dev/null',
+            `http://no-backend.${NS}.svc.cluster.local:8080/`,
+          ]);
+          const ms = performance.now() - t;
+          return r.code !== 0 && ms < 2000
+            ? { ok: true, detail: `curl failed with exit ${r.code} after ${ms.toFixed(0)} ms` }
+            : { ok: false, detail: `curl exit ${r.code} after ${ms.toFixed(0)} ms (wanted a quick refusal)` };
+        });
+        await check('session affinity (ClientIP): one client, one backend', async () => {
+          await c.apply(deployment('echo-pair', a, { kind: 'echo' }));
+          await c.json(
+            'PATCH',
+            `/apis/apps/v1/namespaces/${NS}/deployments/echo-pair`,
+            { spec: { replicas: 2 } },
+            'application/merge-patch+json',
+          );
+          await c.apply({
+            apiVersion: 'v1',
+            kind: 'Service',
+            metadata: { name: 'echo-sticky', namespace: NS },
+            spec: {
+              selector: { name: 'echo-pair' },
+              sessionAffinity: 'ClientIP',
+              ports: [{ name: 'http', port: 8080, targetPort: 'http' }],
+            },
+          });
+          const end = Date.now() + 60_000;
+          while (
+            (await suite.pods()).filter((x) => x.metadata.labels?.name === 'echo-pair' && isReady(x)).length <
+              2 &&
+            Date.now() < end
+          )
+            await new Promise((r) => setTimeout(r, 200));
+          await new Promise((r) => setTimeout(r, 500));
+          const seen = new Set<string>();
+          for (let i = 0; i < 8; i++) {
+            const r = await suite.exec(client, ['curl', '-s', '-m', '3', `http://echo-sticky:8080/`]);
+            seen.add((JSON.parse(r.out || '{}') as { pod?: string }).pod ?? '?');
+          }
+          return seen.size === 1 && !seen.has('?')
+            ? { ok: true, detail: `8 requests, all to ${[...seen][0]}` }
+            : { ok: false, detail: `8 requests went to ${[...seen].join(', ')}` };
+        });
         await c.apply(denyAll);
         await check('default-deny: ingress to echo denied (same node)', () =>
           expect(client, `http://${same}:8080/`, '000'),
