@@ -176,6 +176,45 @@ describe('hypha lab: three nodes, the tutorial workloads', { skip: skipUnlessPri
     assert.match(resolv.stdout, /nameserver 10\.96\.0\.10/);
   });
 
+  test('scaling down: once a backend pod is going, no new connection reaches it; scaling up adds one', async () => {
+    const gw = (await pods('app=api-gateway'))[0]!;
+    const deploy = '/apis/apps/v1/namespaces/production/deployments/catalog';
+    const before = new Set((await pods('app=catalog')).map((p) => p.metadata.name));
+    await client.json('PATCH', deploy, { spec: { replicas: 1 } }, 'application/merge-patch+json');
+    let going: string | undefined;
+    for (let i = 0; i < 100 && !going; i++) {
+      const now = (
+        await client.json<{ items: (Pod & { metadata: { deletionTimestamp?: string } })[] }>(
+          'GET',
+          '/api/v1/namespaces/production/pods?labelSelector=app%3Dcatalog',
+        )
+      ).items;
+      going = [...before].find(
+        (n) => !now.some((p) => p.metadata.name === n && !p.metadata.deletionTimestamp),
+      );
+      if (!going) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(going, 'a catalog pod is being removed');
+    await new Promise((r) => setTimeout(r, 300));
+    for (let i = 0; i < 15; i++) {
+      const r = await exec('production', gw.metadata.name, ['curl', '-s', '-m', '3', 'http://catalog:8080/']);
+      assert.equal(r.code, 0);
+      assert.notEqual(
+        (JSON.parse(r.stdout) as { pod: string }).pod,
+        going,
+        `request ${i} went to the removed pod`,
+      );
+    }
+    await client.json('PATCH', deploy, { spec: { replicas: 2 } }, 'application/merge-patch+json');
+    const seen = new Set<string>();
+    for (let i = 0; i < 40 && seen.size < 2; i++) {
+      const r = await exec('production', gw.metadata.name, ['curl', '-s', '-m', '3', 'http://catalog:8080/']);
+      if (r.code === 0) seen.add((JSON.parse(r.stdout) as { pod: string }).pod);
+      else await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.equal(seen.size, 2, 'both backends serve again');
+  });
+
   test("the tutorial's default-deny, applied with kubectl, stops traffic across nodes; deleting it restores it", async () => {
     const gw = (await pods('app=api-gateway'))[0]!;
     const far = (await pods('app=catalog')).find((p) => p.spec.nodeName !== gw.spec.nodeName)!;
