@@ -4,7 +4,7 @@
  *   from_container  tc ingress: packets the pod sends (its egress policy)
  *   to_container    tc egress:  packets delivered to the pod (its ingress policy)
  * Each reads as the packet's steps: endpoint, parse, source check, conntrack, identity,
- * policy, report, deliver. The kernel's routing moves packets between veths and nodes.
+ * policy, report, deliver; one exit turns a drop reason into a drop event. The kernel's routing moves packets between veths and nodes.
  */
 #include "include/common.h"
 #include "include/drop.h"
@@ -29,19 +29,27 @@ struct packet4 {
 	bool has_inner;
 };
 
-/* Parses Ethernet/IPv4/L4. Returns 0, a drop reason, or -1 for traffic to pass untouched. */
+/* parse4: traffic let through without conntrack or counting (ARP). */
+#define PASS_UNTOUCHED -1
+
+/*
+ * Parses Ethernet/IPv4/L4. Returns 0, a drop reason, or PASS_UNTOUCHED. TCP and UDP
+ * headers are read in place when the linear data holds them (every veth packet in
+ * practice), without a helper call; otherwise copied.
+ */
 static __always_inline int parse4(struct __sk_buff *skb, struct packet4 *p)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
+	void *l4;
 	__u32 l4off;
 
 	if ((void *)(eth + 1) > end)
 		return DROP_INVALID_PACKET;
 	if (eth->h_proto == bpf_htons(ETH_P_ARP))
-		return -1;
+		return PASS_UNTOUCHED;
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return DROP_UNSUPPORTED_L3;
 	ip = (void *)(eth + 1);
@@ -56,28 +64,35 @@ static __always_inline int parse4(struct __sk_buff *skb, struct packet4 *p)
 	p->tuple.daddr = ip->daddr;
 	p->tuple.proto = ip->protocol;
 	l4off = sizeof(*eth) + ip->ihl * 4;
+	l4 = data + l4off;
 
 	switch (ip->protocol) {
 	case IPPROTO_TCP: {
-		struct tcphdr th;
+		struct tcphdr *th = l4, copy;
 
-		if (bpf_skb_load_bytes(skb, l4off, &th, sizeof(th)) < 0)
-			return DROP_CT_INVALID_HEADER;
-		p->tuple.sport = th.source;
-		p->tuple.dport = th.dest;
-		p->policy_port = th.dest;
-		p->tcp_flags = ((__u8 *)&th)[13];
+		if ((void *)(th + 1) > end) {
+			if (bpf_skb_load_bytes(skb, l4off, &copy, sizeof(copy)) < 0)
+				return DROP_CT_INVALID_HEADER;
+			th = &copy;
+		}
+		p->tuple.sport = th->source;
+		p->tuple.dport = th->dest;
+		p->policy_port = th->dest;
+		p->tcp_flags = ((__u8 *)th)[13];
 		return 0;
 	}
 	case IPPROTO_UDP:
 	case IPPROTO_SCTP: {
-		struct udphdr uh; /* SCTP's first 4 bytes are the ports too */
+		__be16 *ports = l4, copy[2]; /* SCTP's first 4 bytes are the ports too */
 
-		if (bpf_skb_load_bytes(skb, l4off, &uh, 4) < 0)
-			return DROP_CT_INVALID_HEADER;
-		p->tuple.sport = uh.source;
-		p->tuple.dport = uh.dest;
-		p->policy_port = uh.dest;
+		if ((void *)(ports + 2) > end) {
+			if (bpf_skb_load_bytes(skb, l4off, copy, sizeof(copy)) < 0)
+				return DROP_CT_INVALID_HEADER;
+			ports = copy;
+		}
+		p->tuple.sport = ports[0];
+		p->tuple.dport = ports[1];
+		p->policy_port = ports[1];
 		return 0;
 	}
 	case IPPROTO_ICMP: {
@@ -114,16 +129,6 @@ static __always_inline int parse4(struct __sk_buff *skb, struct packet4 *p)
 	}
 }
 
-static __always_inline int drop(struct __sk_buff *skb, struct event_info *ev, __u8 reason)
-{
-	ev->type = EVENT_DROP;
-	ev->subtype = reason;
-	ev->verdict = VERDICT_DROPPED;
-	event_emit(skb, ev);
-	metrics_count(reason, ev->direction, skb->len);
-	return TC_ACT_SHOT;
-}
-
 /* An ICMP error about a tracked connection, in either scope. */
 static __always_inline bool ct_related(struct packet4 *p)
 {
@@ -138,133 +143,155 @@ static __always_inline bool ct_related(struct packet4 *p)
 	return bpf_map_lookup_elem(&hypha_ct4, &k) != NULL;
 }
 
+/* A packet of a tracked connection: no policy and no ipcache lookup (the entry remembers
+ * both identities), so it costs the conntrack lookups and an event only on a state change
+ * or once per report interval. */
+static __always_inline int established(struct __sk_buff *skb, struct ct_entry *ct, struct packet4 *p,
+				       struct event_info *ev, bool egress, __u64 now)
+{
+	bool reply = ev->ct_state == CT_REPLY;
+	bool changed = ct_update(ct, p->tuple.proto, p->tcp_flags, reply, skb->len, now);
+
+	/* The entry holds the identities of its first packet; a reply swaps them. */
+	ev->src_identity = reply ? ct->dst_identity : ct->src_identity;
+	ev->dst_identity = reply ? ct->src_identity : ct->dst_identity;
+	if (changed || now - ct->last_report_ns > (__u64)ct_report_interval * NS_PER_SEC) {
+		ct->last_report_ns = now;
+		ev->type = EVENT_TRACE;
+		ev->subtype = event_trace_point(egress, false);
+		ev->verdict = VERDICT_FORWARDED;
+		ev->cookie = ct->cookie;
+		event_emit(skb, ev);
+	}
+	if (ct->proxy_port && !reply)
+		skb->mark = MARK_MAGIC_TO_PROXY | ((__u32)bpf_ntohs(ct->proxy_port) << 16);
+	return 0;
+}
+
 /*
  * The shared body: `egress` is true for from_container. Everything per endpoint comes
- * from the endpoint map, so one object serves every pod.
+ * from the endpoint map, so one object serves every pod. Returns 0 to forward the packet,
+ * PASS_UNTOUCHED, or a drop reason, which the caller reports.
  */
-static __always_inline int handle(struct __sk_buff *skb, bool egress)
+static __always_inline int handle(struct __sk_buff *skb, struct event_info *ev, bool egress)
 {
 	struct endpoint_info *ep = endpoint_lookup(skb->ifindex);
-	struct event_info ev = { .direction = egress ? DIR_EGRESS : DIR_INGRESS };
 	struct packet4 p = {};
 	struct ct_key4 key, rkey;
 	struct ct_entry *ct;
 	struct policy_verdict v = {};
 	__u8 scope = egress ? CT_SCOPE_EGRESS : CT_SCOPE_INGRESS;
 	__u8 rscope = egress ? CT_SCOPE_INGRESS : CT_SCOPE_EGRESS;
+	bool to_proxy;
+	__u64 now;
 	__u32 peer;
 	int r;
 
 	if (!ep)
-		return drop(skb, &ev, DROP_NO_CONFIG);
-	ev.source = ep->id;
+		return DROP_NO_CONFIG;
+	ev->source = ep->id;
 	r = parse4(skb, &p);
-	if (r < 0)
-		return TC_ACT_OK;
-	if (r > 0)
-		return drop(skb, &ev, r);
+	if (r)
+		return r;
 	if (egress && p.tuple.saddr != ep->ip4) {
-		ev.src_identity = ep->identity;
-		return drop(skb, &ev, DROP_INVALID_SOURCE_IP);
+		ev->src_identity = ep->identity;
+		return DROP_INVALID_SOURCE_IP;
 	}
-	/* Established or reply: no policy lookup, and no ipcache lookup either (the entry
-	 * remembers both identities), so a packet of a known flow costs one hash lookup. */
+	now = ct_now();
 	key = p.tuple;
 	key.scope = scope;
 	ct = bpf_map_lookup_elem(&hypha_ct4, &key);
 	if (ct) {
-		ev.ct_state = CT_ESTABLISHED;
-	} else {
-		ct_reverse(&p.tuple, &rkey, rscope);
-		ct = bpf_map_lookup_elem(&hypha_ct4, &rkey);
-		if (ct)
-			ev.ct_state = CT_REPLY;
+		ev->ct_state = CT_ESTABLISHED;
+		return established(skb, ct, &p, ev, egress, now);
 	}
+	ct_reverse(&p.tuple, &rkey, rscope);
+	ct = bpf_map_lookup_elem(&hypha_ct4, &rkey);
 	if (ct) {
-		bool changed = ct_update(ct, p.tuple.proto, p.tcp_flags, ev.ct_state == CT_REPLY, skb->len);
-		__u64 now = bpf_ktime_get_ns();
-
-		/* The entry holds the identities of its first packet; a reply swaps them. */
-		ev.src_identity = ev.ct_state == CT_REPLY ? ct->dst_identity : ct->src_identity;
-		ev.dst_identity = ev.ct_state == CT_REPLY ? ct->src_identity : ct->dst_identity;
-		if (changed || now - ct->last_report_ns > (__u64)ct_report_interval * NS_PER_SEC) {
-			ct->last_report_ns = now;
-			ev.type = EVENT_TRACE;
-			ev.subtype = egress ? OBS_FROM_ENDPOINT : OBS_TO_ENDPOINT;
-			ev.verdict = VERDICT_FORWARDED;
-			ev.cookie = ct->cookie;
-			event_emit(skb, &ev);
-		}
-		if (ct->proxy_port && ev.ct_state == CT_ESTABLISHED)
-			skb->mark = MARK_MAGIC_TO_PROXY | ((__u32)bpf_ntohs(ct->proxy_port) << 16);
-		metrics_count(0, ev.direction, skb->len);
-		return TC_ACT_OK;
+		ev->ct_state = CT_REPLY;
+		return established(skb, ct, &p, ev, egress, now);
 	}
 	peer = ipcache_identity4(egress ? p.tuple.daddr : p.tuple.saddr);
-	ev.src_identity = egress ? ep->identity : peer;
-	ev.dst_identity = egress ? peer : ep->identity;
+	ev->src_identity = egress ? ep->identity : peer;
+	ev->dst_identity = egress ? peer : ep->identity;
 	if (ct_related(&p)) {
-		ev.ct_state = CT_RELATED;
-		metrics_count(0, ev.direction, skb->len);
-		return TC_ACT_OK;
+		ev->ct_state = CT_RELATED;
+		return 0;
 	}
 
 	/* A new connection: policy, every time. */
-	ev.ct_state = CT_NEW;
+	ev->ct_state = CT_NEW;
 	if (ep->flags & (egress ? EP_ENFORCE_EGRESS : EP_ENFORCE_INGRESS)) {
 		v = policy_decide(ep->id, egress, ep->identity, peer, p.tuple.proto, p.policy_port);
-		ev.cookie = v.cookie;
+		ev->cookie = v.cookie;
 		if (v.drop) {
-			ev.type = EVENT_POLICY_VERDICT;
-			ev.subtype = 0;
-			ev.verdict = VERDICT_DROPPED;
-			event_emit(skb, &ev);
-			return drop(skb, &ev, v.drop);
+			ev->type = EVENT_POLICY_VERDICT;
+			ev->subtype = 0;
+			ev->verdict = VERDICT_DROPPED;
+			event_emit(skb, ev);
+			return v.drop;
 		}
 	}
 	/* Echo replies and ICMP errors that match nothing must not open connections. */
-	if (p.tuple.proto == IPPROTO_ICMP && p.icmp_type != ICMP_ECHO) {
-		metrics_count(0, ev.direction, skb->len);
-		return TC_ACT_OK;
-	}
+	if (p.tuple.proto == IPPROTO_ICMP && p.icmp_type != ICMP_ECHO)
+		return 0;
+	to_proxy = v.flags & POLICY_REDIRECT;
 	{
 		struct ct_entry fresh = {
-			.src_identity = ev.src_identity,
-			.dst_identity = ev.dst_identity,
+			.src_identity = ev->src_identity,
+			.dst_identity = ev->dst_identity,
 			.cookie = v.cookie,
-			.proxy_port = (v.flags & POLICY_REDIRECT) ? v.proxy_port : 0,
-			.last_report_ns = bpf_ktime_get_ns(),
+			.proxy_port = to_proxy ? v.proxy_port : 0,
+			.last_report_ns = now,
 		};
 
-		ct_update(&fresh, p.tuple.proto, p.tcp_flags, false, skb->len);
+		ct_update(&fresh, p.tuple.proto, p.tcp_flags, false, skb->len, now);
 		if (p.tuple.proto == IPPROTO_TCP && (p.tcp_flags & 0x02))
 			fresh.flags |= CT_F_SYN;
 		if (bpf_map_update_elem(&hypha_ct4, &key, &fresh, BPF_ANY) < 0)
-			return drop(skb, &ev, DROP_CT_CREATE_FAILED);
+			return DROP_CT_CREATE_FAILED;
 	}
-	ev.type = EVENT_POLICY_VERDICT;
-	ev.verdict = (v.flags & POLICY_REDIRECT) ? VERDICT_REDIRECTED : VERDICT_FORWARDED;
-	ev.proxy_port = (v.flags & POLICY_REDIRECT) ? v.proxy_port : 0;
-	event_emit(skb, &ev);
-	ev.type = EVENT_TRACE;
-	ev.subtype = (v.flags & POLICY_REDIRECT) ? OBS_TO_PROXY : (egress ? OBS_FROM_ENDPOINT : OBS_TO_ENDPOINT);
-	event_emit(skb, &ev);
-	if (v.flags & POLICY_REDIRECT)
+	/* The verdict and the trace of the first packet, in one record. */
+	ev->type = EVENT_POLICY_VERDICT;
+	ev->subtype = event_trace_point(egress, to_proxy);
+	ev->flags = EVENT_F_TRACE;
+	ev->verdict = to_proxy ? VERDICT_REDIRECTED : VERDICT_FORWARDED;
+	ev->proxy_port = to_proxy ? v.proxy_port : 0;
+	event_emit(skb, ev);
+	if (to_proxy)
 		skb->mark = MARK_MAGIC_TO_PROXY | ((__u32)bpf_ntohs(v.proxy_port) << 16);
-	metrics_count(0, ev.direction, skb->len);
-	return TC_ACT_OK;
+	return 0;
+}
+
+/* The one exit: a drop reason becomes a drop event; every packet is counted. */
+static __always_inline int endpoint_program(struct __sk_buff *skb, bool egress)
+{
+	struct event_info ev = { .direction = egress ? DIR_EGRESS : DIR_INGRESS };
+	int r = handle(skb, &ev, egress);
+
+	if (r == PASS_UNTOUCHED)
+		return TC_ACT_OK;
+	metrics_count(r, ev.direction, skb->len);
+	if (!r)
+		return TC_ACT_OK;
+	ev.type = EVENT_DROP;
+	ev.subtype = r;
+	ev.verdict = VERDICT_DROPPED;
+	ev.flags = 0;
+	event_emit(skb, &ev);
+	return TC_ACT_SHOT;
 }
 
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
-	return handle(skb, true);
+	return endpoint_program(skb, true);
 }
 
 SEC("tc")
 int to_container(struct __sk_buff *skb)
 {
-	return handle(skb, false);
+	return endpoint_program(skb, false);
 }
 
 /* Keep every map struct in BTF, for the layout test. */

@@ -62,6 +62,16 @@ const volatile __u32 ct_report_interval = 5;
 
 #define NS_PER_SEC 1000000000ULL
 
+/*
+ * Conntrack's clock: CLOCK_MONOTONIC at tick resolution, which is plenty for lifetimes in
+ * seconds. bpf_ktime_get_ns() reads the clocksource, a quarter of an established packet's
+ * cost in a VM.
+ */
+__hy_inline __u64 ct_now(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
 __hy_inline __u64 __ct_lifetime(__u8 proto, __u8 flags)
 {
 	if (proto != IPPROTO_TCP)
@@ -86,13 +96,12 @@ __hy_inline void ct_reverse(const struct ct_key4 *k, struct ct_key4 *r, __u8 sco
 }
 
 /*
- * Updates an entry for a packet in direction `reply` with TCP `tcp_flags` (0 for other
- * protocols). Returns true when the connection's state changed (worth an event).
+ * Updates an entry for a packet seen at `now` in direction `reply` with TCP `tcp_flags`
+ * (0 for other protocols). Returns true when the connection's state changed (worth an event).
  */
-__hy_inline bool ct_update(struct ct_entry *e, __u8 proto, __u8 tcp_flags, bool reply, __u32 len)
+__hy_inline bool ct_update(struct ct_entry *e, __u8 proto, __u8 tcp_flags, bool reply, __u32 len, __u64 now)
 {
 	__u8 before = e->flags;
-	__u64 now = bpf_ktime_get_ns();
 
 	/* Plain increments: an atomic per packet costs a cache-line bounce between CPUs on
 	 * every segment of a stream, and these counters are for display, not accounting. */

@@ -3,7 +3,10 @@
  * API: events to the agent through one ring buffer. Every drop is reported; forwarded
  * traffic is reported per connection (new, state change, every report interval), never
  * per packet of an established flow. A record is a fixed header and the packet's first
- * bytes.
+ * bytes, sized to what was captured.
+ *
+ * A new connection's policy verdict and its trace are one record (EVENT_F_TRACE): the
+ * agent's decoder turns it back into both.
  */
 #ifndef __HYPHA_EVENTS_H
 #define __HYPHA_EVENTS_H
@@ -11,6 +14,18 @@
 #include "common.h"
 
 #define EVENT_CAPTURE_LEN 128
+
+/* The record stands for a trace event of the same packet as well (see event_trace_point). */
+#define EVENT_F_TRACE (1 << 0)
+
+/*
+ * Forwarded traffic wakes the agent once per this many bytes written while it sleeps, not
+ * once per record: a wakeup is an irq_work (an IPI, a VM exit under virtualization) and a
+ * thread switch in the agent, which cost a connect/request/close loop a quarter of its
+ * rate. The agent polls with a timeout, so a quiet ring is read anyway. Drops wake it at
+ * once: they are rare and wanted now (a wakeup already pending absorbs a flood of them).
+ */
+#define EVENT_WAKEUP_BYTES (64 << 10)
 
 struct event_hdr {
 	__u64 ts_ns;
@@ -27,7 +42,7 @@ struct event_hdr {
 	__u8 verdict;
 	__u8 direction;
 	__u8 ct_state;
-	__u8 pad;
+	__u8 flags;
 	__be16 proxy_port;
 };
 
@@ -52,14 +67,21 @@ struct event_info {
 	__u8 verdict;
 	__u8 direction;
 	__u8 ct_state;
+	__u8 flags;
 	__be16 proxy_port;
 };
 
-/* Reports a packet. A full ring drops the event (the agent counts losses), never the packet. */
-__hy_inline void event_emit(struct __sk_buff *skb, const struct event_info *i)
+/* The observation point of the trace event a record with EVENT_F_TRACE stands for. */
+__hy_inline __u8 event_trace_point(bool egress, bool to_proxy)
 {
-	struct event *ev = bpf_ringbuf_reserve(&hypha_events, sizeof(*ev), 0);
-	__u32 cap = skb->len < EVENT_CAPTURE_LEN ? skb->len : EVENT_CAPTURE_LEN;
+	return to_proxy ? OBS_TO_PROXY : egress ? OBS_FROM_ENDPOINT : OBS_TO_ENDPOINT;
+}
+
+/* `cap` is a constant after inlining: the verifier needs constant sizes for both calls. */
+__hy_inline void __event_emit(struct __sk_buff *skb, const struct event_info *i, __u32 cap)
+{
+	struct event *ev = bpf_ringbuf_reserve(&hypha_events, sizeof(ev->hdr) + cap, 0);
+	__u64 avail, size = (sizeof(ev->hdr) + cap + 8 + 7) & ~7;
 
 	if (!ev)
 		return;
@@ -72,26 +94,37 @@ __hy_inline void event_emit(struct __sk_buff *skb, const struct event_info *i)
 	ev->hdr.ifindex = skb->ifindex;
 	ev->hdr.cookie = i->cookie;
 	ev->hdr.orig_len = skb->len;
+	ev->hdr.cap_len = cap;
 	ev->hdr.verdict = i->verdict;
 	ev->hdr.direction = i->direction;
 	ev->hdr.ct_state = i->ct_state;
-	ev->hdr.pad = 0;
+	ev->hdr.flags = i->flags;
 	ev->hdr.proxy_port = i->proxy_port;
-	__builtin_memset(ev->data, 0, sizeof(ev->data));
-	/* The verifier needs a constant-bounded length: copy whole steps. */
-	if (cap >= EVENT_CAPTURE_LEN) {
-		bpf_skb_load_bytes(skb, 0, ev->data, EVENT_CAPTURE_LEN);
-	} else if (cap >= 64) {
-		bpf_skb_load_bytes(skb, 0, ev->data, 64);
-		cap = 64;
-	} else if (cap >= 34) {
-		bpf_skb_load_bytes(skb, 0, ev->data, 34);
-		cap = 34;
-	} else {
-		cap = 0;
+	if (cap)
+		bpf_skb_load_bytes(skb, 0, ev->data, cap);
+	if (i->type == EVENT_DROP) {
+		bpf_ringbuf_submit(ev, BPF_RB_FORCE_WAKEUP);
+		return;
 	}
-	ev->hdr.cap_len = cap;
-	bpf_ringbuf_submit(ev, 0);
+	/* Unread bytes include this record (reserved, not yet submitted): wake when they cross
+	 * a multiple of EVENT_WAKEUP_BYTES. */
+	avail = bpf_ringbuf_query(&hypha_events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(ev, avail / EVENT_WAKEUP_BYTES != (avail - size) / EVENT_WAKEUP_BYTES
+				       ? BPF_RB_FORCE_WAKEUP
+				       : BPF_RB_NO_WAKEUP);
+}
+
+/* Reports a packet. A full ring drops the event (the agent counts losses), never the packet. */
+__hy_inline void event_emit(struct __sk_buff *skb, const struct event_info *i)
+{
+	if (skb->len >= EVENT_CAPTURE_LEN)
+		__event_emit(skb, i, EVENT_CAPTURE_LEN);
+	else if (skb->len >= 64)
+		__event_emit(skb, i, 64);
+	else if (skb->len >= 34)
+		__event_emit(skb, i, 34);
+	else
+		__event_emit(skb, i, 0);
 }
 
 #endif

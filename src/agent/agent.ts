@@ -10,6 +10,7 @@ import { EventEmitter } from 'node:events';
 import { existsSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cgroup2Root, withNetns } from '../bpf/index.js';
+import { HostDatapath } from '../datapath/host.js';
 import { Datapath, type DatapathEvent, decodeEvents, EventType } from '../datapath/index.js';
 import {
   type Frontend as LbFrontend,
@@ -59,6 +60,8 @@ export interface AgentConfig {
   cgroupRoot?: string;
   /** Backend selection for services without Cilium's lb-algorithm annotation (default random). */
   lbAlgorithm?: 'random' | 'maglev';
+  /** The node's external devices (Cilium's --devices): NodePorts and externalIPs are translated there. */
+  devices?: string[];
 }
 
 /** What the CNI plugin tells the agent about a pod it wired. */
@@ -152,6 +155,7 @@ export class Agent {
   readonly #alloc: IdentityAllocator;
   #kube: KubernetesWatcher | undefined;
   #lb: ServiceMaps | undefined;
+  readonly #hosts: HostDatapath[] = [];
   #lbCgroup: string | undefined;
   readonly #services = new Map<string, ServiceRecord[]>();
   #remote = new Map<string, RemoteEndpoint>();
@@ -217,6 +221,14 @@ export class Agent {
     this.#lb = ServiceMaps.open({ pinDir: this.config.pinDir });
     this.#lbCgroup = this.config.cgroupRoot ?? cgroup2Root();
     this.#lb.attach(this.#lbCgroup);
+    // Traffic from outside reaches NodePorts and externalIPs on the node's devices, where no
+    // socket hook runs: those packets are translated one by one.
+    if (this.config.nodeIp)
+      for (const device of this.config.devices ?? []) {
+        const host = HostDatapath.load({ pinDir: this.config.pinDir, device, nodeIp: this.config.nodeIp });
+        host.attach({ replace: true });
+        this.#hosts.push(host);
+      }
     await this.#kube.start();
     this.#publish();
   }
@@ -261,6 +273,7 @@ export class Agent {
     this.#kube?.stop();
     // The programs stay attached and the maps pinned: services keep working without the agent.
     this.#lb?.close();
+    for (const h of this.#hosts) h.close();
     for (const w of this.#watchers) w.close();
     this.#eventsAbort.abort();
     this.#datapath.close();

@@ -27,6 +27,10 @@ export const EventType = { Drop: 1, Trace: 4, PolicyVerdict: 5 } as const;
 export const ObservationPoint = { ToEndpoint: 0, ToProxy: 1, FromEndpoint: 5 } as const;
 export const CtState = { New: 0, Established: 1, Reply: 2, Related: 3 } as const;
 export const EventVerdict = { Forwarded: 1, Dropped: 2, Redirected: 4 } as const;
+/** A policy-verdict record that stands for the trace event at observation point `subtype` too. */
+export const EVENT_F_TRACE = 1;
+export const DIR_INGRESS = 0;
+export const DIR_EGRESS = 1;
 
 export const EP_ENFORCE_INGRESS = 1;
 export const EP_ENFORCE_EGRESS = 2;

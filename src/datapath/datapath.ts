@@ -13,6 +13,8 @@ import {
   type Collection,
   decode,
   loadCollection,
+  MapType,
+  openPinnedMap,
   type PerCpuMap,
   type RecordBatch,
   RingBufReader,
@@ -23,6 +25,8 @@ import {
   CT_SCOPE_EGRESS,
   EP_ENFORCE_EGRESS,
   EP_ENFORCE_INGRESS,
+  EVENT_F_TRACE,
+  EventType,
   POLICY_AUTH,
   POLICY_DENY,
   POLICY_REDIRECT,
@@ -51,7 +55,8 @@ export type CtKey = Decoded<typeof ctKey4>;
 export type CtEntry = Decoded<typeof ctEntry>;
 export type EventHeader = Decoded<typeof eventHdr>;
 
-export interface DatapathEvent extends EventHeader {
+/** One event as the agent reports it; the record's `flags` are the decoder's business. */
+export interface DatapathEvent extends Omit<EventHeader, 'flags'> {
   /** The first bytes of the packet (Ethernet frame). */
   packet: Uint8Array;
 }
@@ -110,6 +115,21 @@ export function policyValueOf(e: PolicyEntry, proxyPorts: { http?: number; dns?:
   };
 }
 
+/**
+ * hypha_metrics was a per-CPU hash before it became a per-CPU array; libbpf refuses to reuse
+ * a pin whose type differs. It holds counters only, so an old one is dropped, not migrated.
+ */
+function unpinOutdatedMetrics(pinDir: string): void {
+  const path = join(pinDir, 'hypha_metrics');
+  if (!existsSync(path)) return;
+  let type: number;
+  {
+    using m = openPinnedMap(path, { key: metricsKey, value: metricsValue });
+    type = m.type;
+  }
+  if (type !== MapType.PerCpuArray) unpin(path);
+}
+
 export interface DatapathOptions {
   /** bpffs directory for this node's maps, e.g. /sys/fs/bpf/hypha/<node>. */
   pinDir: string;
@@ -126,7 +146,7 @@ export class Datapath implements Disposable {
   readonly policy: BpfMap<Decoded<typeof policyKey>, Decoded<typeof policyEntry>>;
   readonly ct: BpfMap<CtKey, CtEntry>;
   readonly auth: BpfMap<Decoded<typeof authKey>, Decoded<typeof authInfo>>;
-  readonly metrics: PerCpuMap<Decoded<typeof metricsKey>, Decoded<typeof metricsValue>>;
+  readonly metrics: PerCpuMap<number, Decoded<typeof metricsValue>>;
   readonly #links = new Map<number, ReturnType<typeof attachTc>[]>();
 
   private constructor(coll: Collection, pinDir: string) {
@@ -150,6 +170,7 @@ export class Datapath implements Disposable {
     if (o.ct?.closing !== undefined) constants.ct_lifetime_closing = o.ct.closing;
     if (o.ct?.other !== undefined) constants.ct_lifetime_other = o.ct.other;
     if (o.ct?.reportInterval !== undefined) constants.ct_report_interval = o.ct.reportInterval;
+    unpinOutdatedMetrics(o.pinDir);
     const coll = loadCollection(object, { pinPath: o.pinDir, constants });
     try {
       return new Datapath(coll, o.pinDir);
@@ -281,16 +302,61 @@ export class Datapath implements Disposable {
   }
 }
 
+/** Byte offsets of event_hdr's fields, from the codec the layout test checks against BTF. */
+const EV = Object.fromEntries(eventHdr.fields.map((f) => [f.name, f.offset])) as Record<
+  keyof EventHeader,
+  number
+>;
+
+/**
+ * The events of a batch of ring records. A record is sized to its capture; a new
+ * connection's record (EVENT_F_TRACE) stands for its policy verdict and its trace event,
+ * and becomes both, the verdict first. This runs for every record the datapath writes, so
+ * it reads the header field by field into one object shape (a generic struct decode and
+ * object spreads cost ten times as much), and copies the batch once: packets are views
+ * into that copy.
+ */
 export function decodeEvents(batch: RecordBatch): DatapathEvent[] {
   const out: DatapathEvent[] = [];
-  batch.forEach((view, off, len) => {
+  if (batch.length === 0) return out;
+  const copy = batch.buffer.slice(0, batch.length);
+  const d = new DataView(copy.buffer);
+  batch.forEach((_view, off, len) => {
     if (len < eventHdr.size) return;
-    const hdr = eventHdr.decode(view, off);
-    const start = view.byteOffset + off + eventHdr.size;
-    const packet = new Uint8Array(view.buffer.slice(start, start + Math.min(hdr.cap_len, EVENT_CAPTURE_LEN)));
-    out.push({ ...hdr, packet });
+    const capLen = Math.min(d.getUint16(off + EV.cap_len, true), EVENT_CAPTURE_LEN, len - eventHdr.size);
+    const packet = copy.subarray(off + eventHdr.size, off + eventHdr.size + capLen);
+    const type = d.getUint8(off + EV.type);
+    const trace = type === EventType.PolicyVerdict && (d.getUint8(off + EV.flags) & EVENT_F_TRACE) !== 0;
+    out.push(decodeEvent(d, off, type, trace ? 0 : d.getUint8(off + EV.subtype), packet));
+    if (trace) out.push(decodeEvent(d, off, EventType.Trace, d.getUint8(off + EV.subtype), packet));
   });
   return out;
+}
+
+function decodeEvent(
+  d: DataView,
+  o: number,
+  type: number,
+  subtype: number,
+  packet: Uint8Array,
+): DatapathEvent {
+  return {
+    ts_ns: d.getBigUint64(o + EV.ts_ns, true),
+    type,
+    subtype,
+    source: d.getUint16(o + EV.source, true),
+    src_identity: d.getUint32(o + EV.src_identity, true),
+    dst_identity: d.getUint32(o + EV.dst_identity, true),
+    ifindex: d.getUint32(o + EV.ifindex, true),
+    cookie: d.getUint32(o + EV.cookie, true),
+    orig_len: d.getUint32(o + EV.orig_len, true),
+    cap_len: d.getUint16(o + EV.cap_len, true),
+    verdict: d.getUint8(o + EV.verdict),
+    direction: d.getUint8(o + EV.direction),
+    ct_state: d.getUint8(o + EV.ct_state),
+    proxy_port: d.getUint16(o + EV.proxy_port, false),
+    packet,
+  };
 }
 
 export { decode };

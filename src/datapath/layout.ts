@@ -72,7 +72,8 @@ export const ctEntry = struct({
   pad: u8,
 });
 
-export const metricsKey = struct({ reason: u8, direction: u8, pad: u16 });
+/** hypha_metrics is an array: the key is METRICS_INDEX(reason, direction). */
+export const metricsKey = u32;
 export const metricsValue = struct({ packets: u64, bytes: u64 });
 
 export const eventHdr = struct({
@@ -89,7 +90,7 @@ export const eventHdr = struct({
   verdict: u8,
   direction: u8,
   ct_state: u8,
-  pad: u8,
+  flags: u8,
   proxy_port: be16,
 });
 
@@ -107,7 +108,6 @@ export const LAYOUTS: Record<string, Codec<unknown> & { fields: readonly { name:
   auth_info: authInfo,
   ct_key4: ctKey4,
   ct_entry: ctEntry,
-  metrics_key: metricsKey,
   metrics_value: metricsValue,
   event_hdr: eventHdr,
 };

@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import { type BpfMap, openPinnedMap, type PerCpuMap } from '../bpf/index.js';
-import { dropReasonName } from './constants.js';
+import { DIR_EGRESS, dropReasonName } from './constants.js';
 import {
   ctEntry,
   ctKey4,
@@ -58,10 +58,10 @@ export class PinnedMaps implements Disposable {
     });
   }
   metrics() {
-    return this.#map<Decoded<typeof metricsKey>, Decoded<typeof metricsValue>[]>('hypha_metrics', {
+    return this.#map<number, Decoded<typeof metricsValue>[]>('hypha_metrics', {
       key: metricsKey,
       value: metricsValue,
-    }) as unknown as PerCpuMap<Decoded<typeof metricsKey>, Decoded<typeof metricsValue>>;
+    }) as unknown as PerCpuMap<number, Decoded<typeof metricsValue>>;
   }
 
   metricsTotals(): MetricsTotal[] {
@@ -86,15 +86,23 @@ export interface MetricsTotal {
   bytes: number;
 }
 
-/** The per-CPU counters of hypha_metrics added up, by reason and direction. */
-export function metricsTotals(
-  map: PerCpuMap<Decoded<typeof metricsKey>, Decoded<typeof metricsValue>>,
-): MetricsTotal[] {
-  return [...map.entries()].map(([k, perCpu]) => ({
-    reason: k.reason,
-    reasonName: k.reason === 0 ? 'FORWARDED' : dropReasonName(k.reason),
-    direction: k.direction === 1 ? 'egress' : 'ingress',
-    packets: perCpu.reduce((n, v) => n + Number(v.packets), 0),
-    bytes: perCpu.reduce((n, v) => n + Number(v.bytes), 0),
-  }));
+/**
+ * The per-CPU counters of hypha_metrics added up, by reason and direction; counters never
+ * hit are left out. The map is an array indexed by METRICS_INDEX(reason, direction).
+ */
+export function metricsTotals(map: PerCpuMap<number, Decoded<typeof metricsValue>>): MetricsTotal[] {
+  const out: MetricsTotal[] = [];
+  for (const [index, perCpu] of map.lookupBatch()) {
+    const packets = perCpu.reduce((n, v) => n + Number(v.packets), 0);
+    if (packets === 0) continue;
+    const reason = index & 0xff;
+    out.push({
+      reason,
+      reasonName: reason === 0 ? 'FORWARDED' : dropReasonName(reason),
+      direction: index >> 8 === DIR_EGRESS ? 'egress' : 'ingress',
+      packets,
+      bytes: perCpu.reduce((n, v) => n + Number(v.bytes), 0),
+    });
+  }
+  return out;
 }

@@ -355,6 +355,8 @@ export class Lab {
                   '/sys/fs/bpf/hypha/$(NODE_NAME)',
                   '--cgroup-root',
                   labCgroup(this.config.name, '$(NODE_NAME)'),
+                  '--devices',
+                  'eth0',
                 ],
                 env: [
                   { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },

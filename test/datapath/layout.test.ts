@@ -12,5 +12,5 @@ test('every datapath codec matches its C struct in the BTF of lxc.o', () => {
     problems.push(...layoutDifferences(btf, name, codec as StructCodec<unknown>));
   }
   assert.deepEqual(problems, []);
-  assert.ok(Object.keys(LAYOUTS).length >= 13);
+  assert.ok(Object.keys(LAYOUTS).length >= 12);
 });

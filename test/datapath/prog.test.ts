@@ -9,6 +9,7 @@ import {
   decodeEvents,
   defaultObjectPath,
   EventType,
+  ObservationPoint,
 } from '../../src/datapath/index.js';
 import type { PolicyEntry } from '../../src/policy/index.js';
 import { skipUnlessPrivileged } from '../helpers/kernel.js';
@@ -96,6 +97,24 @@ describe('endpoint programs on crafted packets', { skip: skipUnlessPrivileged() 
     assert.equal(verdict?.dst_identity, POD_ID);
     assert.equal(verdict?.ct_state, CtState.New);
     assert.equal(verdict?.packet.length, 64, 'the first bytes of the packet come along');
+    assert.equal(verdict?.subtype, 0);
+    const trace = ev.find((e) => e.type === EventType.Trace);
+    assert.equal(trace?.subtype, ObservationPoint.ToEndpoint, 'and its trace event, at the endpoint');
+    assert.equal(trace?.ct_state, CtState.New);
+    assert.equal(trace?.cookie, 99);
+    assert.deepEqual(trace?.packet, verdict?.packet);
+    assert.equal(ev.length, 2);
+  });
+
+  test('events capture the packet in steps of 128, 64 and 34 bytes', () => {
+    setEndpoint(false, false);
+    const captured = (payload: number, sport: number) => {
+      assert.equal(run('to_container', inbound(8080, { payload, sport })), TcAct.Ok);
+      return events().map((e) => e.packet.length);
+    };
+    assert.deepEqual(captured(200, 51000), [128, 128]);
+    assert.deepEqual(captured(16, 51001), [64, 64]);
+    assert.deepEqual(captured(0, 51002), [34, 34]);
   });
 
   test('no matching entry drops with 133, a deny with 181; both are reported and counted', () => {

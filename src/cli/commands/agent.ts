@@ -33,6 +33,7 @@ const AGENT_KEYS = [
   'node-ip',
   'cgroup-root',
   'lb-algorithm',
+  'devices',
 ];
 
 /** The agent's config file: the flags' names as keys; unknown keys and wrong types are errors. */
@@ -116,6 +117,12 @@ export const agentCommands: Command[] = [
         value: 'random|maglev',
         description: 'default backend selection (random)',
       },
+      devices: {
+        type: 'string',
+        value: 'names',
+        description:
+          "the node's external devices, comma-separated (NodePort and externalIPs are served there)",
+      },
     },
     async run({ values: flags, stdout, signal }) {
       const values = { ...readAgentConfig(flags.config as string | undefined), ...definedOnly(flags) };
@@ -147,6 +154,7 @@ export const agentCommands: Command[] = [
         ...(nodeIp ? { nodeIp } : {}),
         ...(values['cgroup-root'] ? { cgroupRoot: values['cgroup-root'] as string } : {}),
         ...(values['lb-algorithm'] ? { lbAlgorithm: lbAlgorithm(values['lb-algorithm'] as string) } : {}),
+        ...(values.devices ? { devices: String(values.devices).split(',').filter(Boolean) } : {}),
       };
       const agent = new Agent(config);
       agent.start();

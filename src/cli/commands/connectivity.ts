@@ -5,6 +5,7 @@
  * and policy (default deny, then an allow that admits only the client). Each scenario
  * passes or fails on what the packets did.
  */
+import { execFile } from 'node:child_process';
 import { PassThrough } from 'node:stream';
 import { errorMessage, UsageError } from '../../errors.js';
 import { KubeClient, KubeError, type KubeTarget, loadKubeconfig } from '../../k8s/client.js';
@@ -264,6 +265,53 @@ export const connectivityCommands: Command[] = [
         await check('pod-to-service (ClusterIP, same node)', () =>
           expect(client, 'http://echo-same-node:8080/', '200'),
         );
+        await check('NodePort from the world (every node)', async () => {
+          const lab = runningLab('cilium-demo');
+          if (!lab || lab.kubeconfig !== kc)
+            return { skip: 'needs the lab: its world namespace stands for outside' };
+          await c.apply({
+            apiVersion: 'v1',
+            kind: 'Service',
+            metadata: { name: 'echo-nodeport', namespace: NS },
+            spec: {
+              type: 'NodePort',
+              selector: { name: 'echo-other-node' },
+              ports: [{ name: 'http', port: 8080, targetPort: 'http' }],
+            },
+          });
+          const got = await c.json<{ spec: { ports: { nodePort: number }[] } }>(
+            'GET',
+            `/api/v1/namespaces/${NS}/services/echo-nodeport`,
+          );
+          const port = got.spec.ports[0]!.nodePort;
+          await new Promise((r) => setTimeout(r, 500));
+          const codes: string[] = [];
+          for (const n of lab.nodes) {
+            const r = await new Promise<string>((resolve) =>
+              execFile(
+                'nsenter',
+                [
+                  `--net=/var/run/netns/${lab.world.netns}`,
+                  '--',
+                  'curl',
+                  '-s',
+                  '-m',
+                  '3',
+                  '-o',
+                  '/dev/null',
+                  '-w',
+                  '%{http_code}',
+                  `http://${n.ip}:${port}/`,
+                ],
+                (_e, out) => resolve(String(out).slice(-3) || '000'),
+              ),
+            );
+            codes.push(`${n.ip}:${port} → ${r}`);
+          }
+          return codes.every((x) => x.endsWith('200'))
+            ? { ok: true, detail: codes.join(', ') }
+            : { ok: false, detail: codes.join(', ') };
+        });
         await check('service with no backend: refused at once', async () => {
           await c.apply({
             apiVersion: 'v1',
