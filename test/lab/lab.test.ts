@@ -176,6 +176,42 @@ describe('hypha lab: three nodes, the tutorial workloads', { skip: skipUnlessPri
     assert.match(resolv.stdout, /nameserver 10\.96\.0\.10/);
   });
 
+  test('NodePort: the world reaches a service through every node, local backend or not', async () => {
+    await client.apply({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'catalog-np', namespace: 'production' },
+      spec: {
+        type: 'NodePort',
+        selector: { app: 'catalog' },
+        ports: [{ name: 'http', port: 8080, targetPort: 'http', nodePort: 30090 }],
+      },
+    });
+    for (const n of state.nodes) {
+      let body = '';
+      for (let i = 0; i < 20 && !body.includes('"pod":"catalog-'); i++) {
+        body = await new Promise<string>((resolve) =>
+          execFile(
+            'nsenter',
+            [
+              `--net=/var/run/netns/${state.world.netns}`,
+              '--',
+              'curl',
+              '-s',
+              '-m',
+              '2',
+              `http://${n.ip}:30090/`,
+            ],
+            (_e, out) => resolve(String(out)),
+          ),
+        );
+        if (!body) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.match(body, /"pod":"catalog-/, `through ${n.name}`);
+    }
+    await client.request('DELETE', '/api/v1/namespaces/production/services/catalog-np');
+  });
+
   test('scaling down: once a backend pod is going, no new connection reaches it; scaling up adds one', async () => {
     const gw = (await pods('app=api-gateway'))[0]!;
     const deploy = '/apis/apps/v1/namespaces/production/deployments/catalog';
