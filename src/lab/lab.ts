@@ -81,6 +81,7 @@ export class Lab {
   #cp: ControlPlane | undefined;
   #controllers: { close(): void } | undefined;
   #daemonSets: { close(): void } | undefined;
+  #relay: { close(): Promise<void> } | undefined;
   #down = false;
   readonly #kubelets = new Map<string, NodeKubelet>();
   readonly #procs: Supervised[] = [];
@@ -166,6 +167,18 @@ export class Lab {
     }
     this.#bootstrapClusterDns();
     await this.#nodesReady(60_000);
+    // hubble-relay, as the tutorial enables it: every node's Observer merged on 127.0.0.1:4245.
+    const { startRelay } = await import('../hubble/relay.js');
+    this.#relay = await startRelay({
+      listen: ['127.0.0.1:4245'],
+      peers: t.nodes.map((n) => ({
+        name: n.name,
+        address: `unix://${join(this.#path('nodes', n.name), 'hubble.sock')}`,
+      })),
+    }).catch((err: unknown) => {
+      this.#log(`hubble relay: ${errorMessage(err)}`);
+      return undefined;
+    });
     const state: LabState = {
       name: this.config.name,
       pid: process.pid,
@@ -510,6 +523,7 @@ export class Lab {
     clearTimeout(this.#zoneTimer);
     this.#controllers?.close();
     this.#daemonSets?.close();
+    await this.#relay?.close();
     // Workload pods first, while the agents still answer CNI DEL; then the agents.
     await Promise.allSettled([...this.#kubelets.values()].map((k) => k.drain()));
     await Promise.allSettled(

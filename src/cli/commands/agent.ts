@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { Agent, type AgentConfig, type AgentStatus, type EndpointRecord } from '../../agent/agent.js';
 import { serveApi } from '../../agent/api.js';
@@ -163,10 +164,21 @@ export const agentCommands: Command[] = [
         .drainEvents()
         .catch((err: unknown) => stdout.write(`hypha agent: event reader stopped: ${String(err)}\n`));
       const server = await serveApi(agent, config.socket);
+      // Hubble's Observer API: next to the agent's socket, and on the node's address like Cilium's :4244.
+      const { startObserverServer } = await import('../../hubble/grpc/index.js');
+      const hubble = await startObserverServer({
+        ring: agent.flows.ring,
+        nodeName: node,
+        listen: [
+          `unix://${join(dirname(config.socket), 'hubble.sock')}`,
+          ...(config.nodeIp ? [`${config.nodeIp}:4244`] : []),
+        ],
+      });
       stdout.write(
-        `hypha agent ${node}: pod CIDR ${agent.ipam.cidr}, API on ${config.socket}, maps in ${config.pinDir}\n`,
+        `hypha agent ${node}: pod CIDR ${agent.ipam.cidr}, API on ${config.socket}, Hubble on ${hubble.addresses.join(', ')}, maps in ${config.pinDir}\n`,
       );
       await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+      await hubble.close();
       server.close();
       agent.stop();
       stdout.write('hypha agent: stopped (programs stay attached, maps pinned)\n');
