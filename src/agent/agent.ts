@@ -62,6 +62,8 @@ export interface AgentConfig {
   lbAlgorithm?: 'random' | 'maglev';
   /** The node's external devices (Cilium's --devices): NodePorts and externalIPs are translated there. */
   devices?: string[];
+  /** Hubble metrics to serve (hubble.metrics.enabled: dns, drop, tcp, flow, port-distribution, icmp, http). */
+  hubbleMetrics?: string[];
 }
 
 /** What the CNI plugin tells the agent about a pod it wired. */
@@ -558,6 +560,26 @@ export class Agent {
         ...(this.#lb ? { cgroup: this.#lbCgroup } : {}),
       },
     };
+  }
+
+  /** The agent's own metrics, in Prometheus text, after Hubble's. */
+  metricsText(): string {
+    const st = this.status();
+    const gauge = (name: string, help: string, value: number) =>
+      `# HELP ${name} ${help}\n# TYPE ${name} gauge\n${name} ${value}\n`;
+    return (
+      gauge('hypha_endpoint', 'Endpoints on this node', st.endpoints.total) +
+      gauge('hypha_endpoint_not_ready', 'Endpoints whose last regeneration failed', st.endpoints.notReady) +
+      gauge('hypha_policy', 'Policies in force', st.policies) +
+      gauge('hypha_identity', 'Identities known', st.identities) +
+      gauge('hypha_services', 'Service frontends in the load balancer', st.services.frontends) +
+      gauge('hypha_datapath_events_total', 'Datapath events read from the ring buffer', st.events.seen) +
+      gauge(
+        'hypha_flow_build_errors_total',
+        'Datapath records that could not become flows',
+        this.flows.errors,
+      )
+    );
   }
 
   /** Every service frontend the agent applied, with its errors. */

@@ -11,6 +11,7 @@ import {
   FlowBuilder,
   type FlowEnrichment,
   FlowRing,
+  type HubbleMetrics,
   labelStrings,
 } from '../hubble/index.js';
 import type { Labels } from '../k8s/selector.js';
@@ -42,6 +43,8 @@ function workloadOf(pod: string): { name: string; kind: string } | undefined {
 
 export class AgentFlows {
   readonly ring: FlowRing;
+  /** Hubble's metrics, when enabled (hubble.metrics.enabled). */
+  metrics: HubbleMetrics | undefined;
   readonly #builder: FlowBuilder;
   #errors = 0;
 
@@ -106,7 +109,9 @@ export class AgentFlows {
   /** One datapath event into the ring. A bad record is counted, never fatal. */
   add(ev: DatapathEvent): void {
     try {
-      this.ring.writeFlow(this.#builder.build(ev));
+      const flow = this.#builder.build(ev);
+      this.ring.writeFlow(flow);
+      this.metrics?.add(flow);
     } catch {
       this.#errors++;
     }

@@ -370,6 +370,7 @@ export class Lab {
                   labCgroup(this.config.name, '$(NODE_NAME)'),
                   '--devices',
                   'eth0',
+                  ...this.#hubbleMetricsFlag(),
                 ],
                 env: [
                   { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
@@ -386,6 +387,13 @@ export class Lab {
         },
       },
     });
+  }
+
+  /** hubble.metrics.enabled from the install values, as the agents' flag. */
+  #hubbleMetricsFlag(): string[] {
+    const hubble = this.config.values.hubble as { metrics?: { enabled?: unknown } } | undefined;
+    const list = hubble?.metrics?.enabled;
+    return Array.isArray(list) && list.length ? ['--hubble-metrics', list.map(String).join(',')] : [];
   }
 
   /** Cluster DNS as a real cluster has it: the coredns Deployment and the kube-dns Service. */

@@ -23,24 +23,18 @@ const KNOWN: Record<string, { state: KeyStatus['state']; note: string }> = {
   'operator.replicas': { state: 'not-applicable', note: 'the lab runs its controllers in one process' },
   'bgpControlPlane.enabled': { state: 'applied', note: 'false: no BGP (true is not supported)' },
   kubeProxyReplacement: {
-    state: 'not-supported',
-    note: 'service translation in eBPF comes with the services work (issue #6)',
+    state: 'applied',
+    note: 'services translated by the agents in eBPF; there is no kube-proxy',
   },
   'hubble.enabled': {
-    state: 'not-supported',
-    note: 'flows and the observer API come with the observability work (issue #7); `hypha monitor` works now',
+    state: 'applied',
+    note: 'flows on every agent: hypha observe, the Observer gRPC API on :4244',
   },
-  'hubble.relay.enabled': {
-    state: 'not-supported',
-    note: 'hubble relay comes with the observability work (issue #7)',
-  },
-  'hubble.ui.enabled': {
-    state: 'not-supported',
-    note: 'the web UI comes with the observability work (issue #7)',
-  },
+  'hubble.relay.enabled': { state: 'applied', note: 'the relay on 127.0.0.1:4245' },
+  'hubble.ui.enabled': { state: 'not-supported', note: 'the web UI is not implemented yet (issue #7)' },
   'hubble.metrics.enabled': {
-    state: 'not-supported',
-    note: 'Hubble metrics come with the observability work (issue #7)',
+    state: 'applied',
+    note: "on each node's address at :9965 (options such as sourceContext are not applied yet)",
   },
   'encryption.enabled': { state: 'not-supported', note: 'WireGuard encryption is not implemented yet' },
   'encryption.type': { state: 'not-supported', note: 'WireGuard encryption is not implemented yet' },

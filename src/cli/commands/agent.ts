@@ -6,6 +6,7 @@ import { serveApi } from '../../agent/api.js';
 import { callAgent, defaultSocket } from '../../agent/client.js';
 import { dropReasonName, summarizePacket } from '../../datapath/index.js';
 import { UsageError } from '../../errors.js';
+import { HubbleMetrics, METRIC_NAMES, parseEnabled } from '../../hubble/metrics.js';
 import { formatLabels } from '../../identity/index.js';
 import { KubeClient, loadKubeconfig } from '../../k8s/client.js';
 import { protoName } from '../../policy/index.js';
@@ -35,6 +36,7 @@ const AGENT_KEYS = [
   'cgroup-root',
   'lb-algorithm',
   'devices',
+  'hubble-metrics',
 ];
 
 /** The agent's config file: the flags' names as keys; unknown keys and wrong types are errors. */
@@ -124,6 +126,12 @@ export const agentCommands: Command[] = [
         description:
           "the node's external devices, comma-separated (NodePort and externalIPs are served there)",
       },
+      'hubble-metrics': {
+        type: 'string',
+        value: 'list',
+        description:
+          'Hubble metrics on <node-ip>:9965, comma-separated (dns,drop,tcp,flow,port-distribution,icmp,http)',
+      },
     },
     async run({ values: flags, stdout, signal }) {
       const values = { ...readAgentConfig(flags.config as string | undefined), ...definedOnly(flags) };
@@ -156,6 +164,9 @@ export const agentCommands: Command[] = [
         ...(values['cgroup-root'] ? { cgroupRoot: values['cgroup-root'] as string } : {}),
         ...(values['lb-algorithm'] ? { lbAlgorithm: lbAlgorithm(values['lb-algorithm'] as string) } : {}),
         ...(values.devices ? { devices: String(values.devices).split(',').filter(Boolean) } : {}),
+        ...(values['hubble-metrics']
+          ? { hubbleMetrics: String(values['hubble-metrics']).split(',').filter(Boolean) }
+          : {}),
       };
       const agent = new Agent(config);
       agent.start();
@@ -164,6 +175,30 @@ export const agentCommands: Command[] = [
         .drainEvents()
         .catch((err: unknown) => stdout.write(`hypha agent: event reader stopped: ${String(err)}\n`));
       const server = await serveApi(agent, config.socket);
+      let metricsServer: import('node:http').Server | undefined;
+      if (config.hubbleMetrics?.length) {
+        const { enabled, unknown } = parseEnabled(config.hubbleMetrics);
+        if (unknown.length)
+          throw new UsageError(
+            `--hubble-metrics: unknown ${unknown.join(', ')} (known: ${METRIC_NAMES.join(', ')})`,
+          );
+        const metrics = new HubbleMetrics(enabled);
+        agent.flows.metrics = metrics;
+        const { createServer } = await import('node:http');
+        const srv = createServer((req, res) => {
+          if (req.url !== '/metrics') {
+            res.writeHead(404).end();
+            return;
+          }
+          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
+          res.end(metrics.render(agent.metricsText()));
+        });
+        await new Promise<void>((resolve, reject) => {
+          srv.once('error', reject);
+          srv.listen(9965, config.nodeIp ?? '127.0.0.1', () => resolve());
+        });
+        metricsServer = srv;
+      }
       // Hubble's Observer API: next to the agent's socket, and on the node's address like Cilium's :4244.
       const { startObserverServer } = await import('../../hubble/grpc/index.js');
       const hubble = await startObserverServer({
@@ -179,6 +214,7 @@ export const agentCommands: Command[] = [
       );
       await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
       await hubble.close();
+      metricsServer?.close();
       server.close();
       agent.stop();
       stdout.write('hypha agent: stopped (programs stay attached, maps pinned)\n');
