@@ -5,12 +5,14 @@
  * (2) Pod create-to-Ready over 300 pods (one at a time by default, each `sleep` in its own
  * namespace through hypha-cni), against the floor any runtime pays: a namespace, a veth
  * pair with an address, and a process started in it, measured in the same run.
- * HYPHA_BENCH_IN_FLIGHT sets how many pods are created at once.
+ * HYPHA_BENCH_IN_FLIGHT sets how many pods are created at once. (3) A service's backend
+ * changed in the API (an EndpointSlice patched) until a node's maps hold it.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { applyFiles } from '../src/cli/commands/lab.js';
+import { LbMaps } from '../src/datapath/lb.js';
 import { KubeClient, loadKubeconfig } from '../src/k8s/client.js';
 import { createTopology, destroyTopology, planTopology } from '../src/lab/cluster/topology.js';
 import { Lab } from '../src/lab/lab.js';
@@ -134,6 +136,52 @@ try {
       percentile(lat, 99),
       'ms',
       percentile(floor, 99),
+    ),
+  );
+
+  // (3) A backend change (an EndpointSlice patched) until the node's maps hold it: the agent's path.
+  await client.apply({
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: 'manual', namespace: 'default' },
+    spec: { ports: [{ name: 'http', port: 80 }] },
+  });
+  const slicePath = '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/manual-1';
+  await client.json('POST', '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices', {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name: 'manual-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'manual' } },
+    addressType: 'IPv4',
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    endpoints: [{ addresses: ['10.244.1.250'], conditions: { ready: true } }],
+  });
+  const change: number[] = [];
+  for (let i = 0; i < 50; i++) {
+    const ip = `10.244.1.${10 + i}`;
+    const t = performance.now();
+    await client.json(
+      'PATCH',
+      slicePath,
+      { endpoints: [{ addresses: [ip], conditions: { ready: true } }] },
+      'application/merge-patch+json',
+    );
+    for (;;) {
+      using m = LbMaps.openPinned(`/sys/fs/bpf/hypha/${NAME}-worker`);
+      if (m.listFrontends().some((f) => f.backends.some((b) => b.ip === ip))) break;
+      await sleep(1);
+    }
+    change.push(performance.now() - t);
+  }
+  figures.push(
+    figure(
+      'backend change (EndpointSlice patched) to the node maps, p50 over 50',
+      percentile(change, 50),
+      'ms',
+    ),
+    figure(
+      'backend change (EndpointSlice patched) to the node maps, p99 over 50',
+      percentile(change, 99),
+      'ms',
     ),
   );
 } finally {
