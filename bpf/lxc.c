@@ -4,7 +4,8 @@
  *   from_container  tc ingress: packets the pod sends (its egress policy)
  *   to_container    tc egress:  packets delivered to the pod (its ingress policy)
  * Each reads as the packet's steps: endpoint, parse, source check, conntrack, identity,
- * policy, report, deliver; one exit turns a drop reason into a drop event. The kernel's routing moves packets between veths and nodes.
+ * policy, report, deliver; one exit turns a drop reason into a drop event. The kernel's
+ * routing moves packets between veths and nodes.
  */
 #include "include/common.h"
 #include "include/drop.h"

@@ -141,25 +141,25 @@ async function add(conf: NetConf, socket: string): Promise<unknown> {
   const ns = netnsName(netnsPath);
   const args = cniArgs();
   const owner = `${containerId}/${ifname}`;
-  const host = hostIfname(containerId, ifname);
+  // The address first: the agent allocates while this process does the rest of its setup.
   // The failure is attached now: a rejection while the loop turns must not go unhandled.
   const allocation = callAgent<{ ip: string }>(socket, 'POST', '/v1/ipam', { owner }).catch((err: Error) => {
     throw new CniError(11, `IP allocation failed: ${err.message}`);
   });
   allocation.catch(() => {});
-  // The request is written when the loop turns: loading node:child_process for the `ip`
-  // runs then overlaps the agent's work.
+  // The request is written when the loop turns; then the names, the MACs (chosen here, so
+  // no query is needed) and loading node:child_process for the `ip` runs overlap the agent.
   await new Promise((resolve) => setImmediate(resolve));
+  const host = hostIfname(containerId, ifname);
+  const hostMac = macFor(`host/${owner}`);
+  const podMac = macFor(`pod/${owner}`);
   childProcess();
   const { ip } = await allocation;
   step('address allocated');
   try {
-    // Addresses chosen here, so no query is needed; two `ip -batch` runs do all the wiring.
-    const hostMac = macFor(`host/${owner}`);
-    const podMac = macFor(`pod/${owner}`);
+    // Two `ip -batch` runs do all the wiring.
     await batch(undefined, [
-      `link add ${host} address ${hostMac} type veth peer name ${ifname} address ${podMac} netns ${ns}`,
-      `link set ${host} up`,
+      `link add ${host} address ${hostMac} up type veth peer name ${ifname} address ${podMac} netns ${ns}`,
       `route replace ${ip}/32 dev ${host}`,
       `neigh replace ${ip} lladdr ${podMac} dev ${host} nud permanent`,
     ]);
@@ -252,15 +252,15 @@ async function main(): Promise<number> {
   }
 }
 
+// Output is written synchronously and nothing is left running, so exit at once: the
+// runtime waits for this process, and a natural exit takes a millisecond longer.
 main().then(
-  (code) => {
-    process.exitCode = code;
-  },
+  (code) => process.exit(code),
   (err: unknown) => {
     const e = err instanceof CniError ? err : new CniError(999, errorMessage(err));
     writeStdout(
       `${JSON.stringify({ cniVersion: '1.0.0', code: e.code, msg: e.message, details: e.details })}\n`,
     );
-    process.exitCode = 1;
+    process.exit(1);
   },
 );
