@@ -28,14 +28,14 @@ class Counter {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
     for (const [k, v] of [...this.#values].sort(([a], [b]) => a.localeCompare(b))) {
       const vals = JSON.parse(k) as string[];
-      const labels = this.labels.map((l, i) => `${l}="${escape(vals[i] ?? '')}"`).join(',');
+      const labels = this.labels.map((l, i) => `${l}="${escapeLabel(vals[i] ?? '')}"`).join(',');
       lines.push(`${this.name}${labels ? `{${labels}}` : ''} ${v}`);
     }
     return `${lines.join('\n')}\n`;
   }
 }
 
-const escape = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+const escapeLabel = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 
 /** Parses `hubble.metrics.enabled` entries such as `dns`, `drop:sourceContext=pod` (options are accepted, contexts not yet applied). */
 export function parseEnabled(entries: readonly string[]): { enabled: Set<MetricName>; unknown: string[] } {
