@@ -184,7 +184,7 @@ async function add(conf: NetConf, socket: string): Promise<unknown> {
       }).then(() => step('endpoint registered')),
     ]);
     for (const r of wired) if (r.status === 'rejected') throw r.reason;
-    return {
+    return chain(conf.prevResult, {
       cniVersion: conf.cniVersion,
       interfaces: [
         { name: host, mac: hostMac },
@@ -193,7 +193,7 @@ async function add(conf: NetConf, socket: string): Promise<unknown> {
       ips: [{ address: `${ip}/32`, gateway: GATEWAY, interface: 1 }],
       routes: [{ dst: '0.0.0.0/0', gw: GATEWAY }],
       dns: {},
-    };
+    });
   } catch (err) {
     // Undo everything this ADD did: the runtime will call ADD again or give up.
     await run(['link', 'del', host]).catch(() => {});
@@ -201,6 +201,38 @@ async function add(conf: NetConf, socket: string): Promise<unknown> {
     await callAgent(socket, 'DELETE', `/v1/ipam/${encodeURIComponent(owner)}`).catch(() => {});
     throw err;
   }
+}
+
+interface CniResult {
+  cniVersion: string;
+  interfaces: Record<string, unknown>[];
+  ips: { address: string; gateway?: string; interface?: number }[];
+  routes: Record<string, unknown>[];
+  dns: Record<string, unknown>;
+}
+
+/**
+ * In a conflist, a plugin after others gets their result as prevResult and returns it with
+ * its own added (interface indexes shifted past the earlier interfaces), as the spec's
+ * chaining asks; alone, its own result is the result.
+ */
+function chain(prev: unknown, own: CniResult): CniResult {
+  if (!prev || typeof prev !== 'object') return own;
+  const p = prev as Partial<CniResult>;
+  const before = Array.isArray(p.interfaces) ? p.interfaces : [];
+  return {
+    cniVersion: own.cniVersion,
+    interfaces: [...before, ...own.interfaces],
+    ips: [
+      ...(Array.isArray(p.ips) ? p.ips : []),
+      ...own.ips.map((x) => ({
+        ...x,
+        ...(x.interface !== undefined ? { interface: x.interface + before.length } : {}),
+      })),
+    ],
+    routes: [...(Array.isArray(p.routes) ? p.routes : []), ...own.routes],
+    dns: { ...(p.dns ?? {}), ...own.dns },
+  };
 }
 
 async function del(socket: string): Promise<void> {
@@ -212,7 +244,7 @@ async function del(socket: string): Promise<void> {
   await run(['link', 'del', hostIfname(containerId, ifname)]).catch(() => {});
 }
 
-async function check(socket: string): Promise<void> {
+async function check(socket: string, prevResult: unknown): Promise<void> {
   const containerId = env('CNI_CONTAINERID');
   const ifname = env('CNI_IFNAME');
   const ns = netnsName(env('CNI_NETNS'));
@@ -223,6 +255,12 @@ async function check(socket: string): Promise<void> {
   ).catch(() => {
     throw new CniError(3, `unknown container ${containerId}`);
   });
+  // CHECK gets the ADD's result as prevResult (CNI 1.0): it must still hold our address.
+  if (prevResult && typeof prevResult === 'object') {
+    const ips = (prevResult as { ips?: { address?: string }[] }).ips ?? [];
+    if (!ips.some((x) => x.address === `${ep.ip}/32`))
+      throw new CniError(100, `prevResult does not hold ${ep.ip}/32, the address this container has`);
+  }
   const addrs = await run(['-n', ns, '-j', 'addr', 'show', ifname]);
   if (!addrs.includes(`"${ep.ip}"`)) throw new CniError(100, `${ifname} in ${ns} does not have ${ep.ip}`);
   await run(['-j', 'link', 'show', hostIfname(containerId, ifname)]);
@@ -245,7 +283,7 @@ async function main(): Promise<number> {
       await del(socket);
       return 0;
     case 'CHECK':
-      await check(socket);
+      await check(socket, conf!.prevResult);
       return 0;
     default:
       throw new CniError(4, `CNI_COMMAND "${command ?? ''}" is not ADD, DEL, CHECK or VERSION`);

@@ -88,9 +88,20 @@ describe('agent and CNI plugin on a node', { skip: skipUnlessPrivileged() }, () 
       manifests,
     });
   };
-  const cni = (command: string, pod: string, netns = `/var/run/netns/${pods[pod]?.name}`) =>
+  const cni = (
+    command: string,
+    pod: string,
+    netns = `/var/run/netns/${pods[pod]?.name}`,
+    prevResult?: unknown,
+  ) =>
     node.exec(CNI, [], {
-      input: JSON.stringify({ cniVersion: '1.0.0', name: 'hypha', type: 'hypha-cni', agentSocket: socket }),
+      input: JSON.stringify({
+        cniVersion: '1.0.0',
+        name: 'hypha',
+        type: 'hypha-cni',
+        agentSocket: socket,
+        ...(prevResult ? { prevResult } : {}),
+      }),
       env: {
         ...process.env,
         CNI_COMMAND: command,
@@ -157,6 +168,11 @@ spec: {containers: [{name: c, image: x}]}
       assert.match(ips[p]!, /^10\.246\.0\./);
       assert.ok(result.interfaces.some((i) => i.name === 'eth0' && i.sandbox));
       assert.equal((await cni('CHECK', p)).code, 0);
+      // As a runtime runs a conflist: CHECK gets the ADD's result as prevResult.
+      assert.equal((await cni('CHECK', p, undefined, result)).code, 0);
+      const wrong = await cni('CHECK', p, undefined, { ...result, ips: [{ address: '10.9.9.9/32' }] });
+      assert.equal(wrong.code, 1);
+      assert.equal(JSON.parse(wrong.stdout).code, 100);
     }
     pods.web!.spawn(
       NODE_BIN,
