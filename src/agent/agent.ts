@@ -160,6 +160,8 @@ export class Agent {
   readonly #hosts: HostDatapath[] = [];
   #lbCgroup: string | undefined;
   readonly #services = new Map<string, ServiceRecord[]>();
+  /** `ip:port` of every frontend to its service, for naming services in flows. */
+  readonly #serviceAt = new Map<string, { namespace: string; name: string }>();
   #remote = new Map<string, RemoteEndpoint>();
   #knownIdentities = new Set<number>();
   readonly #endpoints = new Map<string, EndpointRecord>();
@@ -186,15 +188,7 @@ export class Agent {
       repo: this.repo,
       endpoints: () => [...this.#endpoints.values()],
       remote: (ip) => this.#remote.get(ip),
-      service: (ip, port) => {
-        for (const fs of this.#services.values())
-          for (const f of fs)
-            if (f.frontend.ip === ip && f.frontend.port === port) {
-              const [namespace, name] = f.service.split('/') as [string, string];
-              return { namespace, name };
-            }
-        return undefined;
-      },
+      service: (ip, port) => this.#serviceAt.get(`${ip}:${port}`),
     });
     if (config.kubeconfig) {
       const alloc = new CrdIdentityAllocator();
@@ -631,6 +625,11 @@ export class Agent {
         }
         records.push(rec);
       }
+      for (const old of this.#services.get(key) ?? [])
+        this.#serviceAt.delete(`${old.frontend.ip}:${old.frontend.port}`);
+      const [namespace, name] = key.split('/') as [string, string];
+      for (const r of records)
+        this.#serviceAt.set(`${r.frontend.ip}:${r.frontend.port}`, { namespace, name });
       if (records.length) this.#services.set(key, records);
       else this.#services.delete(key);
     }

@@ -34,6 +34,8 @@ export interface FlowSources {
   service(ip: string, port: number): { name: string; namespace: string } | undefined;
 }
 
+const INDEX_TTL_MS = 250;
+
 /** Deployment/ReplicaSet pod names end in -<hash>-<5>; DaemonSet pods in -<5>. */
 function workloadOf(pod: string): { name: string; kind: string } | undefined {
   const rs = /^(.+)-[a-z0-9]{6,10}-[a-z0-9]{5}$/.exec(pod);
@@ -50,7 +52,33 @@ export class AgentFlows {
 
   constructor(s: FlowSources, capacity = DEFAULT_RING_CAPACITY) {
     this.ring = new FlowRing(capacity);
-    const byId = () => new Map(s.endpoints().map((e) => [e.id, e]));
+    // Lookups run for every flow: they read indexes rebuilt at most every INDEX_TTL_MS,
+    // not the agent's lists (a new pod is named in its flows within that much).
+    type Ep = ReturnType<FlowSources['endpoints']>[number];
+    let index:
+      | {
+          at: number;
+          byId: Map<number, Ep>;
+          byIp: Map<string, Ep>;
+          byIfindex: Map<number, Ep>;
+          ids: Map<number, Labels>;
+        }
+      | undefined;
+    const idx = () => {
+      const now = Date.now();
+      if (!index || now - index.at > INDEX_TTL_MS) {
+        const eps = s.endpoints();
+        index = {
+          at: now,
+          byId: new Map(eps.map((e) => [e.id, e])),
+          byIp: new Map(eps.map((e) => [e.ip, e])),
+          byIfindex: new Map(eps.map((e) => [e.hostIfindex, e])),
+          ids: new Map(s.repo.identities()),
+        };
+      }
+      return index;
+    };
+    const byId = () => idx().byId;
     const info = (e: ReturnType<FlowSources['endpoints']>[number]) => {
       const w = workloadOf(e.podName);
       return {
@@ -68,11 +96,11 @@ export class AgentFlows {
         return e && info(e);
       },
       endpointByIp: (ip) => {
-        const local = s.endpoints().find((e) => e.ip === ip);
+        const local = idx().byIp.get(ip);
         if (local) return info(local);
         const r = s.remote(ip);
         if (!r) return undefined;
-        const labels = s.repo.identities().find(([id]) => id === r.identity)?.[1];
+        const labels = idx().ids.get(r.identity);
         const w = r.podName ? workloadOf(r.podName) : undefined;
         return {
           identity: r.identity,
@@ -83,7 +111,7 @@ export class AgentFlows {
         };
       },
       identityLabels: (id) => {
-        const labels = s.repo.identities().find(([n]) => n === id)?.[1];
+        const labels = idx().ids.get(id);
         return labels && labelStrings(labels);
       },
       serviceByAddr: (ip, port) => s.service(ip, port),
@@ -101,7 +129,7 @@ export class AgentFlows {
           ...(o.namespace ? { namespace: o.namespace } : {}),
         }));
       },
-      interfaceName: (ifindex) => s.endpoints().find((e) => e.hostIfindex === ifindex)?.hostIfname,
+      interfaceName: (ifindex) => idx().byIfindex.get(ifindex)?.hostIfname,
     };
     this.#builder = new FlowBuilder({ nodeName: s.nodeName, enrichment });
   }
