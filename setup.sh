@@ -13,7 +13,7 @@ fi
 
 # Debian packages: the BPF toolchain, networking tools, and what tests and benchmarks drive.
 packages=(clang llvm libbpf-dev bpftool gcc make iproute2 iputils-ping iptables nftables
-  tcpdump iperf3 sockperf curl openssl procps kmod)
+  tcpdump iperf3 sockperf curl openssl procps kmod chromium prometheus nginx-light)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
