@@ -57,9 +57,11 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, bool sendm
 		.proto = (__u8)ctx->protocol,
 	};
 	struct lb4_client client = { .proto = (__u8)ctx->protocol };
+	struct lb4_affinity_key ak;
 	struct lb4_service *svc;
 	struct lb4_backend *be;
 	struct bpf_sock *sk;
+	__u32 id;
 
 	if (!sock4_proto_supported(ctx))
 		return 0;
@@ -79,7 +81,8 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, bool sendm
 		client.saddr = ctx->msg_src_ip4;
 	client.netns_cookie = bpf_get_netns_cookie(ctx);
 
-	be = lb4_select_backend(&key, svc, &client);
+	lb4_affinity_by_netns(&ak, client.netns_cookie);
+	be = lb4_select_backend(&key, svc, &client, &ak, &id);
 	if (!be) {
 		sock4_emit_drop(DROP_NO_SERVICE);
 		return -EHOSTUNREACH;

@@ -4,11 +4,13 @@
  * (address, port, protocol; slot 0) with the backend count, rev-NAT index, flags and
  * algorithm, and one entry per backend slot (1..count active, then qcount terminating or
  * quarantined ones, which are kept for listing and never chosen). lb4_lookup_service finds
- * the master; lb4_select_backend picks an active backend: ClientIP affinity first, then
- * maglev (a per-service lookup table of backend ids, hashed by the client's tuple) or
- * random over the slots. The layouts follow Cilium's lb4_* maps, except that rev-NAT
- * indexes are 32 bits wide (Cilium's 16 cap a node at 65535 frontends) and the service
- * value keeps the affinity timeout and the algorithm in fields of their own.
+ * the master; lb4_select_backend picks an active backend, for sockets (sock.c) and for
+ * packets on the node's devices (nodeport.h) alike: ClientIP affinity first (keyed by
+ * the caller: a netns cookie or an address), then maglev (a per-service lookup table of
+ * backend ids, hashed by the client's tuple) or random over the slots. The layouts follow
+ * Cilium's lb4_* maps, except that rev-NAT indexes are 32 bits wide (Cilium's 16 cap a
+ * node at 65535 frontends) and the service value keeps the affinity timeout and the
+ * algorithm in fields of their own.
  *
  * Write order (agent): active backends, then slots 1..count, the maglev table and the
  * master, then the other slots and the backends gone inactive, then deletions; so a
@@ -311,24 +313,40 @@ __hy_inline struct lb4_backend *__lb4_affinity_backend(const struct lb4_service 
 }
 
 /*
- * Picks an active backend of `svc` (svc->count > 0) for client `c`; NULL only when the
- * slot or backend entry is missing (an agent interrupted mid-update).
+ * Who a ClientIP affinity entry remembers: a socket's netns cookie (at connect() the socket
+ * has no source address yet), or a packet's source address on a device (no socket there).
+ */
+__hy_inline void lb4_affinity_by_netns(struct lb4_affinity_key *ak, __u64 netns_cookie)
+{
+	__builtin_memset(ak, 0, sizeof(*ak));
+	ak->client_cookie = netns_cookie;
+	ak->netns_cookie = 1;
+}
+
+__hy_inline void lb4_affinity_by_addr(struct lb4_affinity_key *ak, __be32 saddr)
+{
+	__builtin_memset(ak, 0, sizeof(*ak));
+	ak->client_cookie = saddr;
+}
+
+/*
+ * Picks an active backend of `svc` (svc->count > 0) for client `c`, whose affinity entries
+ * are keyed by `ak` (client filled in; the service is set here). The chosen id comes back
+ * in *backend_id. NULL only when the slot or backend entry is missing (an agent
+ * interrupted mid-update).
  */
 __hy_inline struct lb4_backend *lb4_select_backend(struct lb4_key *key, const struct lb4_service *svc,
-						   const struct lb4_client *c)
+						   const struct lb4_client *c, struct lb4_affinity_key *ak,
+						   __u32 *backend_id)
 {
-	struct lb4_affinity_key ak = {
-		.client_cookie = c->netns_cookie,
-		.rev_nat_index = svc->rev_nat_index,
-		.netns_cookie = 1,
-	};
 	struct lb4_backend *be = NULL;
 	__u32 id = 0;
 	__u64 now = 0;
 
+	ak->rev_nat_index = svc->rev_nat_index;
 	if (svc->flags & SVC_F_AFFINITY) {
 		now = bpf_ktime_get_coarse_ns();
-		be = __lb4_affinity_backend(svc, &ak, now, &id);
+		be = __lb4_affinity_backend(svc, ak, now, &id);
 		if (be)
 			goto remember;
 	}
@@ -351,8 +369,9 @@ remember:
 	if (svc->flags & SVC_F_AFFINITY) {
 		struct lb_affinity_val val = { .last_used_ns = now, .backend_id = id };
 
-		bpf_map_update_elem(&hypha_lb4_affinity, &ak, &val, BPF_ANY);
+		bpf_map_update_elem(&hypha_lb4_affinity, ak, &val, BPF_ANY);
 	}
+	*backend_id = id;
 	return be;
 }
 

@@ -3,8 +3,8 @@
  * API: NodePort, external IP and LoadBalancer frontends for packets from outside the node,
  * translated per packet on the node's external device (no socket hook ran for them).
  *   nodeport4_fwd      a packet to a frontend: pinned to its backend (nat.h's forward
- *                      entry) or a new choice, as the socket hooks choose (ClientIP
- *                      affinity by the client's address, maglev, random) from the
+ *                      entry) or a new choice by lb.h's lb4_select_backend (ClientIP
+ *                      affinity keyed by the client's address, maglev, random) from the
  *                      external scope; DNAT, and SNAT to the node when the backend is on
  *                      another node and externalTrafficPolicy is Cluster
  *   nodeport4_rev_snat a reply from a remote backend to the node's port: back to the client
@@ -43,48 +43,6 @@ struct nodeport4_packet {
 	__u32 l4off;
 	__u8 tcp_flags;
 };
-
-/*
- * lb4_select_backend for a packet: the affinity key is the client's address (there is no
- * socket, so no netns cookie), and the chosen id comes back in *backend_id.
- */
-__hy_inline struct lb4_backend *nodeport4_select_backend(struct lb4_key *key, const struct lb4_service *svc,
-							 const struct lb4_client *c, __u32 *backend_id)
-{
-	struct lb4_affinity_key ak = {
-		.client_cookie = c->saddr,
-		.rev_nat_index = svc->rev_nat_index,
-		.netns_cookie = 0,
-	};
-	struct lb4_backend *be = NULL;
-	__u32 id = 0;
-	__u64 now = 0;
-
-	if (svc->flags & SVC_F_AFFINITY) {
-		now = bpf_ktime_get_coarse_ns();
-		be = __lb4_affinity_backend(svc, &ak, now, &id);
-		if (be)
-			goto remember;
-	}
-	if (svc->algorithm == LB_ALG_MAGLEV) {
-		id = __lb4_select_maglev(key, svc, c);
-		be = id ? lb4_lookup_backend(id) : NULL;
-	}
-	if (!be || be->state != BE_STATE_ACTIVE) {
-		id = __lb4_select_random(key, svc);
-		be = id ? lb4_lookup_backend(id) : NULL;
-	}
-	if (!be)
-		return NULL;
-remember:
-	if (svc->flags & SVC_F_AFFINITY) {
-		struct lb_affinity_val val = { .last_used_ns = now, .backend_id = id };
-
-		bpf_map_update_elem(&hypha_lb4_affinity, &ak, &val, BPF_ANY);
-	}
-	*backend_id = id;
-	return be;
-}
 
 /* Where the FIB sends a packet from saddr to daddr that came in on the external device. */
 __hy_inline long nodeport4_fib(struct __sk_buff *skb, __be32 saddr, __be32 daddr, __u8 proto,
@@ -181,12 +139,14 @@ __hy_inline int __nodeport4_new(struct __sk_buff *skb, const struct nodeport4_pa
 	struct lb4_client client = { .saddr = p->tuple.saddr, .sport = p->tuple.sport, .proto = p->tuple.proto };
 	struct nat4_key fkey = p->tuple, rkey = {};
 	struct nat4_entry fwd = {}, rev, *cur;
+	struct lb4_affinity_key ak;
 	struct lb4_backend *be;
 	__u32 id = 0;
 
 	if (!svc->count)
 		return DROP_NO_SERVICE;
-	be = nodeport4_select_backend(key, svc, &client, &id);
+	lb4_affinity_by_addr(&ak, p->tuple.saddr);
+	be = lb4_select_backend(key, svc, &client, &ak, &id);
 	if (!be)
 		return DROP_NO_SERVICE;
 	fwd.saddr = p->tuple.saddr;

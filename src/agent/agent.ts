@@ -12,12 +12,7 @@ import { join } from 'node:path';
 import { cgroup2Root, withNetns } from '../bpf/index.js';
 import { HostDatapath } from '../datapath/host.js';
 import { Datapath, type DatapathEvent, decodeEvents, EventType } from '../datapath/index.js';
-import {
-  type Frontend as LbFrontend,
-  ServiceMaps,
-  type ServiceSpec,
-  validateServiceSpec,
-} from '../datapath/lb.js';
+import { ServiceMaps } from '../datapath/lb.js';
 import { errorMessage, ValidationError } from '../errors.js';
 import {
   endpointLabels,
@@ -41,7 +36,7 @@ import { AgentFlows } from './flows.js';
 import { CrdIdentityAllocator } from './identities.js';
 import { HostScopeIpam } from './ipam.js';
 import type { ClusterState, KubernetesWatcher, RemoteEndpoint } from './k8s.js';
-import { frontendKey, type ServiceFrontend } from './services.js';
+import { applyServiceChanges, frontendKey, type ServiceFrontend, type ServiceRecord } from './services.js';
 import { readJson, writeJsonAtomic } from './state.js';
 
 export interface AgentConfig {
@@ -144,11 +139,7 @@ export interface AgentStatus {
   services: { frontends: number; errors: string[]; cgroup?: string };
 }
 
-/** A frontend as the agent applied it (for `hypha service list`). */
-export interface ServiceRecord extends ServiceFrontend {
-  revNatIndex?: number;
-  error?: string;
-}
+export type { ServiceRecord } from './services.js';
 
 export class Agent {
   readonly config: AgentConfig;
@@ -599,79 +590,11 @@ export class Agent {
    * reported on itself and in status, and the others apply.
    */
   updateServices(changes: Map<string, ServiceFrontend[]>): void {
-    const lb = this.#lb;
-    if (!lb) return;
-    const upserts: ServiceSpec[] = [];
-    const owners: ServiceRecord[] = [];
-    const removed: LbFrontend[] = [];
-    for (const [key, frontends] of changes) {
-      const wanted = new Set(frontends.map((f) => frontendKey(f.frontend)));
-      for (const old of this.#services.get(key) ?? []) {
-        const lbf = lbFrontend(old);
-        if (!wanted.has(frontendKey(old.frontend)) && lbf) removed.push(lbf);
-      }
-      const records: ServiceRecord[] = [];
-      for (const f of frontends) {
-        const rec: ServiceRecord = { ...f };
-        try {
-          const spec = toServiceSpec(f);
-          validateServiceSpec(spec);
-          upserts.push(spec);
-          owners.push(rec);
-        } catch (err) {
-          rec.error = errorMessage(err);
-          const lbf = lbFrontend(f);
-          if (lbf) removed.push(lbf);
-        }
-        records.push(rec);
-      }
-      for (const old of this.#services.get(key) ?? [])
-        this.#serviceAt.delete(`${old.frontend.ip}:${old.frontend.port}`);
-      const [namespace, name] = key.split('/') as [string, string];
-      for (const r of records)
-        this.#serviceAt.set(`${r.frontend.ip}:${r.frontend.port}`, { namespace, name });
-      if (records.length) this.#services.set(key, records);
-      else this.#services.delete(key);
-    }
-    try {
-      if (removed.length) lb.deleteServices(removed);
-      const ids = lb.upsertServices(upserts);
-      ids.forEach((id, i) => {
-        owners[i]!.revNatIndex = id.revNatIndex;
-      });
-    } catch (err) {
-      for (const o of owners) o.error = `not written: ${errorMessage(err)}`;
-    }
+    if (this.#lb) applyServiceChanges(this.#lb, { records: this.#services, at: this.#serviceAt }, changes);
   }
 
   #save(): void {
     writeJsonAtomic(join(this.config.stateDir, 'endpoints.json'), this.endpoints());
     this.#publish();
   }
-}
-
-/** The load balancer's frontend (TCP and UDP; SCTP services are not translated). */
-function lbFrontend(f: ServiceFrontend): LbFrontend | undefined {
-  const { ip, port, protocol } = f.frontend;
-  return protocol === 'TCP' || protocol === 'UDP' ? { ip, port, protocol } : undefined;
-}
-
-/** A frontend as the socket load balancer takes it. */
-function toServiceSpec(f: ServiceFrontend): ServiceSpec {
-  const local = f.localOnly ? 'Local' : 'Cluster';
-  const frontend = lbFrontend(f);
-  if (!frontend) throw new Error(`${f.frontend.protocol} services are not translated (TCP and UDP are)`);
-  return {
-    frontend,
-    type: f.type,
-    backends: f.backends.map((b) => ({
-      ip: b.ip,
-      port: b.port,
-      state: b.state,
-      ...(f.localOnly ? { local: true } : {}),
-    })),
-    algorithm: f.algorithm,
-    ...(f.affinityTimeoutSec ? { affinityTimeoutSec: f.affinityTimeoutSec } : {}),
-    ...(f.type === 'ClusterIP' ? { internalTrafficPolicy: local } : { externalTrafficPolicy: local }),
-  };
 }

@@ -3,8 +3,11 @@
  * (address, port, protocol) — the ClusterIP, each externalIP, and the node's address for
  * a NodePort — each with its backends (ready endpoints active, serving-but-terminating
  * ones kept for their connections but given no new ones). Pure: objects in, frontends
- * out; the agent writes the difference to the maps.
+ * out; applyServiceChanges hands the changed services' frontends to the load balancer
+ * (ServiceMaps, which writes the difference to the maps).
  */
+import type { Frontend as LbFrontend, ServiceIds, ServiceSpec } from '../datapath/lb.js';
+import { errorMessage } from '../errors.js';
 
 export type LbProtocol = 'TCP' | 'UDP' | 'SCTP';
 export type FrontendType = 'ClusterIP' | 'NodePort' | 'ExternalIP' | 'LoadBalancer';
@@ -179,4 +182,105 @@ export function diffFrontends(
   }
   for (const [k, f] of before) if (!after.has(k)) remove.push(f.frontend);
   return { upsert, remove };
+}
+
+// --- applying frontends to the load balancer
+
+/** The load balancer as the agent writes to it (ServiceMaps). */
+export interface FrontendWriter {
+  /** Throws what upsertServices would throw for this spec alone (a ValidationError). */
+  validate(spec: ServiceSpec): void;
+  upsertServices(specs: readonly ServiceSpec[]): ServiceIds[];
+  deleteServices(frontends: readonly LbFrontend[]): number;
+}
+
+/** A frontend as the agent applied it (for `hypha service list`). */
+export interface ServiceRecord extends ServiceFrontend {
+  revNatIndex?: number;
+  error?: string;
+}
+
+/** What the agent keeps of applied services: frontends by `namespace/name`, and the service at each `ip:port`. */
+export interface AppliedServices {
+  records: Map<string, ServiceRecord[]>;
+  at: Map<string, { namespace: string; name: string }>;
+}
+
+/**
+ * Services changed (by `namespace/name`; an empty list: gone): their frontends go to the
+ * load balancer in one change set, costing what changed and nothing else. Each service
+ * stands alone: one that cannot be written (a bad port, more backends than the maps hold)
+ * is reported on its records, and the others apply.
+ */
+export function applyServiceChanges(
+  lb: FrontendWriter,
+  applied: AppliedServices,
+  changes: ReadonlyMap<string, readonly ServiceFrontend[]>,
+): void {
+  const upserts: ServiceSpec[] = [];
+  const owners: ServiceRecord[] = [];
+  const removed: LbFrontend[] = [];
+  for (const [key, frontends] of changes) {
+    const before = applied.records.get(key) ?? [];
+    const wanted = new Set(frontends.map((f) => frontendKey(f.frontend)));
+    for (const old of before) {
+      const lbf = lbFrontend(old);
+      if (!wanted.has(frontendKey(old.frontend)) && lbf) removed.push(lbf);
+    }
+    const records: ServiceRecord[] = [];
+    for (const f of frontends) {
+      const rec: ServiceRecord = { ...f };
+      try {
+        const spec = toServiceSpec(f);
+        lb.validate(spec);
+        upserts.push(spec);
+        owners.push(rec);
+      } catch (err) {
+        rec.error = errorMessage(err);
+        const lbf = lbFrontend(f);
+        if (lbf) removed.push(lbf);
+      }
+      records.push(rec);
+    }
+    for (const old of before) applied.at.delete(`${old.frontend.ip}:${old.frontend.port}`);
+    const [namespace, name] = key.split('/') as [string, string];
+    for (const r of records) applied.at.set(`${r.frontend.ip}:${r.frontend.port}`, { namespace, name });
+    if (records.length) applied.records.set(key, records);
+    else applied.records.delete(key);
+  }
+  try {
+    if (removed.length) lb.deleteServices(removed);
+    const ids = lb.upsertServices(upserts);
+    ids.forEach((id, i) => {
+      owners[i]!.revNatIndex = id.revNatIndex;
+    });
+  } catch (err) {
+    for (const o of owners) o.error = `not written: ${errorMessage(err)}`;
+  }
+}
+
+/** The load balancer's frontend (TCP and UDP; SCTP services are not translated). */
+function lbFrontend(f: ServiceFrontend): LbFrontend | undefined {
+  const { ip, port, protocol } = f.frontend;
+  return protocol === 'TCP' || protocol === 'UDP' ? { ip, port, protocol } : undefined;
+}
+
+/** A frontend as the socket load balancer takes it. */
+export function toServiceSpec(f: ServiceFrontend): ServiceSpec {
+  const local = f.localOnly ? 'Local' : 'Cluster';
+  const frontend = lbFrontend(f);
+  if (!frontend) throw new Error(`${f.frontend.protocol} services are not translated (TCP and UDP are)`);
+  return {
+    frontend,
+    type: f.type,
+    backends: f.backends.map((b) => ({
+      ip: b.ip,
+      port: b.port,
+      state: b.state,
+      ...(f.localOnly ? { local: true } : {}),
+    })),
+    algorithm: f.algorithm,
+    ...(f.affinityTimeoutSec ? { affinityTimeoutSec: f.affinityTimeoutSec } : {}),
+    ...(f.type === 'ClusterIP' ? { internalTrafficPolicy: local } : { externalTrafficPolicy: local }),
+  };
 }

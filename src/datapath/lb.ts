@@ -194,7 +194,9 @@ export interface LbMapSizes {
 
 export const LB_DEFAULT_SIZES: LbMapSizes = {
   services: 1_200_000,
-  backends: 1_000_000,
+  // 2^20: a million backends plus room for changes, which write a new backend before the
+  // old one goes (at exactly 1,000,000 every change of a full map failed). Same buckets.
+  backends: 1_048_576,
   revNat: 131_072,
   maglev: 65_536,
   affinity: 65_536,
@@ -592,6 +594,7 @@ export class ServiceMaps implements Disposable {
   #backendIdAlloc: IdAllocator;
   #revNatAlloc: IdAllocator;
   readonly #revNatMax: number;
+  readonly #sizes: LbMapSizes;
   #lastWrites = 0;
 
   private constructor(coll: Collection, o: ServiceMapsOptions, sizes: LbMapSizes, tableSize: number) {
@@ -599,6 +602,7 @@ export class ServiceMaps implements Disposable {
     this.pinDir = o.pinDir;
     this.maglevTableSize = tableSize;
     this.maps = LbMaps.fromCollection(coll);
+    this.#sizes = sizes;
     this.#revNatMax = Math.max(sizes.revNat, 1);
     this.#backendIdAlloc = new IdAllocator(0xffffffff);
     this.#revNatAlloc = new IdAllocator(this.#revNatMax);
@@ -679,6 +683,11 @@ export class ServiceMaps implements Disposable {
   }
 
   // --- services
+
+  /** Throws the ValidationError upsertServices would throw for this spec. */
+  validate(spec: ServiceSpec): void {
+    validateServiceSpec(spec);
+  }
 
   upsertService(spec: ServiceSpec): ServiceIds {
     return this.upsertServices([spec])[0]!;
@@ -943,6 +952,22 @@ export class ServiceMaps implements Disposable {
   }
 
   #apply(p: Plan): void {
+    try {
+      this.#write(p);
+    } catch (err) {
+      // A full hash map answers E2BIG: say which one, and how big it is.
+      if (!(err instanceof BpfError && err.errno === 7)) throw err;
+      const full = (Object.keys(MAP_NAMES) as (keyof LbMapSizes)[]).find((k) =>
+        err.message.includes(MAP_NAMES[k].slice(0, 15)),
+      );
+      if (!full) throw err;
+      throw new BpfError(`lb: the ${full} map is full (${this.#sizes[full]} entries)`, 7, undefined, {
+        cause: err,
+      });
+    }
+  }
+
+  #write(p: Plan): void {
     const m = this.maps;
     this.#lastWrites =
       p.backendWrites.size +
@@ -1068,6 +1093,16 @@ export class ServiceMaps implements Disposable {
         backends,
         affinity: matches.get(revNat) ?? new Set(),
       });
+    }
+    // Backends no service points at are left by a change that failed half-way (a full
+    // map): nothing can select them, and they take room the next change needs.
+    const orphans = [...this.#backends].filter(([, b]) => b.refs === 0).map(([id]) => id);
+    deleteAll(m.backends, orphans);
+    for (const id of orphans) {
+      const v = this.#backends.get(id)!.value;
+      this.#backends.delete(id);
+      this.#backendIds.delete(backendAddrId(v.address, v.port, v.proto));
+      this.#backendIdAlloc.release(id);
     }
   }
 

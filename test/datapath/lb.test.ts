@@ -3,10 +3,9 @@
  * sockets in a cgroup of their own connecting to services in a namespace of their own.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { Btf, cgroup2Root, layoutDifferences, type StructCodec } from '../../src/bpf/index.js';
 import {
@@ -24,8 +23,7 @@ import {
 import { ValidationError } from '../../src/errors.js';
 import { NETNS_RUN_DIR, type NetNs, NetScope, uniqueName } from '../../src/lab/net/index.js';
 import { repoRoot, skipUnlessPrivileged, withoutFdLeak } from '../helpers/kernel.js';
-
-const NODE = join(repoRoot, 'node_modules/.bin/node');
+import { CLIENT_SCRIPT, LbClient, NODE, served, startServers } from '../helpers/lb.js';
 
 test('every load balancer codec matches its C struct in the BTF of sock.o', () => {
   using btf = Btf.fromFile(join(repoRoot, 'dist/bpf/sock.o'));
@@ -78,93 +76,6 @@ test('service specs are validated with the field at fault', () => {
   assert.equal(fieldOf({ ...ok, affinityTimeoutSec: 86401 }), 'affinityTimeoutSec');
 });
 
-interface Reply {
-  data?: string;
-  peer?: string;
-  from?: string;
-  error?: string;
-  ms?: number;
-}
-
-/**
- * A client process inside the test cgroup: takes requests as JSON lines on stdin (TCP
- * connects, UDP exchanges, n times in a row) and answers with what each one saw.
- */
-const CLIENT = String.raw`
-const net = require('net'), dgram = require('dgram');
-const T = 2000;
-function tcp(o) {
-  return new Promise((resolve) => {
-    const t0 = Date.now();
-    let data = '', peer;
-    const s = net.connect({ host: o.host, port: o.port, ...(o.localPort ? { localPort: o.localPort } : {}) });
-    const timer = setTimeout(() => { s.destroy(); resolve({ error: 'TIMEOUT', ms: Date.now() - t0 }); }, T);
-    s.on('connect', () => { peer = s.remoteAddress + ':' + s.remotePort; });
-    s.on('data', (d) => { data += d; });
-    s.on('end', () => { clearTimeout(timer); s.destroy(); resolve({ data, peer }); });
-    s.on('error', (e) => { clearTimeout(timer); resolve({ error: e.code, ms: Date.now() - t0 }); });
-  });
-}
-function udp(o) {
-  return new Promise((resolve) => {
-    const t0 = Date.now();
-    const s = dgram.createSocket('udp4');
-    let timer;
-    const done = (r) => { clearTimeout(timer); try { s.close(); } catch {} resolve(r); };
-    timer = setTimeout(() => done({ error: 'TIMEOUT', ms: Date.now() - t0 }), T);
-    s.on('error', (e) => done({ error: e.code, ms: Date.now() - t0 }));
-    s.on('message', (m, r) => {
-      let peer;
-      if (o.connected) { const a = s.remoteAddress(); peer = a.address + ':' + a.port; }
-      done({ data: String(m), from: r.address + ':' + r.port, peer });
-    });
-    const sent = (e) => { if (e) done({ error: e.code, ms: Date.now() - t0 }); };
-    const go = () => o.connected
-      ? s.connect(o.port, o.host, () => s.send('hi', sent))
-      : s.send('hi', o.port, o.host, sent);
-    if (o.localPort) s.bind(o.localPort, go); else go();
-  });
-}
-require('readline').createInterface({ input: process.stdin }).on('line', async (line) => {
-  const o = JSON.parse(line);
-  const out = [];
-  for (let i = 0; i < (o.n || 1); i++) out.push(await (o.op === 'tcp' ? tcp(o) : udp(o)));
-  process.stdout.write(JSON.stringify({ id: o.id, out }) + '\n');
-});
-process.stdout.write('ready\n');
-`;
-
-/** Backends answer with their name: TCP on :8080 (then close), UDP on :5353. */
-const SERVERS = String.raw`
-const net = require('net'), dgram = require('dgram');
-const list = JSON.parse(process.env.HY_BACKENDS);
-let pending = list.length * 2;
-const up = () => { if (--pending === 0) process.stdout.write('ready\n'); };
-for (const [name, ip] of list) {
-  net.createServer((s) => { s.on('error', () => {}); s.end(name); }).listen(8080, ip, up);
-  const u = dgram.createSocket('udp4');
-  u.on('message', (m, r) => u.send(name, r.port, r.address));
-  u.bind(5353, ip, up);
-}
-`;
-
-function lines(child: ChildProcess): AsyncIterator<string> {
-  if (!child.stdout) throw new Error('child without stdout');
-  return createInterface({ input: child.stdout })[Symbol.asyncIterator]();
-}
-
-async function waitReady(it: AsyncIterator<string>, what: string, child: ChildProcess): Promise<void> {
-  let stderr = '';
-  child.stderr?.on('data', (d) => {
-    stderr += d;
-  });
-  const timeout = new Promise<never>((_, reject) =>
-    setTimeout(() => reject(new Error(`${what} did not start: ${stderr}`)), 10_000).unref(),
-  );
-  const first = await Promise.race([it.next(), timeout]);
-  if (first.value !== 'ready') throw new Error(`${what} did not start: ${first.value ?? ''} ${stderr}`);
-}
-
 const SVC = '10.96.0.50';
 const B = { b1: '10.200.0.1', b2: '10.200.0.2', b3: '10.200.0.3' } as const;
 const TCP80: Frontend = { ip: SVC, port: 80, protocol: 'TCP' };
@@ -180,25 +91,19 @@ describe('socket load balancing on real sockets', { skip: skipUnlessPrivileged()
   const cgroup = `${cgroup2Root()}/${uniqueName('lbc')}`;
   let ns: NetNs;
   let sm: ServiceMaps;
-  let client: ChildProcess;
-  let replies: AsyncIterator<string>;
+  let client: LbClient;
   let reader: ReturnType<ServiceMaps['eventReader']>;
-  let nextId = 1;
 
   before(async () => {
     ns = await net.netns({ prefix: 'lb' });
     for (const ip of Object.values(B)) await ns.addAddress('lo', `${ip}/32`);
-    const servers = ns.spawn(NODE, ['-e', SERVERS], {
-      env: { ...process.env, HY_BACKENDS: JSON.stringify(Object.entries(B)) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    await waitReady(lines(servers), 'backend servers', servers);
+    await startServers(ns, Object.entries(B));
     mkdirSync(cgroup);
     sm = ServiceMaps.open({ pinDir });
     sm.attach(cgroup);
     reader = sm.eventReader();
     // nsenter, not `ip netns exec`: that one remounts /sys, and the cgroup tree with it.
-    client = spawn(
+    const child = spawn(
       'nsenter',
       [
         `--net=${NETNS_RUN_DIR}/${ns.name}`,
@@ -207,18 +112,17 @@ describe('socket load balancing on real sockets', { skip: skipUnlessPrivileged()
         'echo $$ > "$HY_CGROUP/cgroup.procs" && exec "$HY_NODE" -e "$HY_CLIENT"',
       ],
       {
-        env: { ...process.env, HY_CGROUP: cgroup, HY_NODE: NODE, HY_CLIENT: CLIENT },
+        env: { ...process.env, HY_CGROUP: cgroup, HY_NODE: NODE, HY_CLIENT: CLIENT_SCRIPT },
         stdio: ['pipe', 'pipe', 'pipe'],
       },
     );
-    net.adopt(client);
-    replies = lines(client);
-    await waitReady(replies, 'client', client);
+    net.adopt(child);
+    client = await LbClient.start(child);
   });
 
   after(async () => {
     reader?.close();
-    client?.kill('SIGKILL');
+    client?.child.kill('SIGKILL');
     try {
       sm?.destroy();
     } finally {
@@ -234,19 +138,11 @@ describe('socket load balancing on real sockets', { skip: skipUnlessPrivileged()
     }
   });
 
-  async function ask(req: Record<string, unknown>): Promise<Reply[]> {
-    const id = nextId++;
-    client.stdin?.write(`${JSON.stringify({ ...req, id })}\n`);
-    const r = await replies.next();
-    const msg = JSON.parse(String(r.value)) as { id: number; out: Reply[] };
-    assert.equal(msg.id, id);
-    return msg.out;
-  }
+  const ask = (req: Record<string, unknown>) => client.ask(req);
   const tcp = (n = 1, extra: Record<string, unknown> = {}) =>
     ask({ op: 'tcp', host: SVC, port: 80, n, ...extra });
   const udp = (extra: Record<string, unknown> = {}) =>
     ask({ op: 'udp', host: SVC, port: 53, n: 1, ...extra });
-  const served = (rs: Reply[]) => rs.map((r) => r.data ?? `error ${r.error}`);
   const drops = () => decodeEvents(reader.drain()).filter((e) => e.type === EventType.Drop);
 
   test('the cgroup has the four programs attached', () => {
@@ -447,6 +343,51 @@ describe('socket load balancing on real sockets', { skip: skipUnlessPrivileged()
       assert.equal(other.maps.maglevTable(ids.revNatIndex)?.length, other.maglevTableSize);
       assert.ok(other.deleteService(f));
     });
+  });
+
+  test('more backends than the map holds: an error naming the map, the other services intact, the next change applies', () => {
+    const dir = `/sys/fs/bpf/hypha/${uniqueName('lbf')}`;
+    const small = ServiceMaps.open({
+      pinDir: dir,
+      sizes: {
+        services: 64,
+        backends: 4,
+        revNat: 16,
+        maglev: 4,
+        affinity: 16,
+        affinityMatch: 16,
+        sockRevNat: 16,
+      },
+    });
+    try {
+      const a: Frontend = { ip: '10.96.1.1', port: 80, protocol: 'TCP' };
+      const b: Frontend = { ip: '10.96.1.2', port: 80, protocol: 'TCP' };
+      const three = ['10.201.0.1', '10.201.0.2', '10.201.0.3'].map((ip) => ({ ip, port: 80 }));
+      small.upsertService({ frontend: a, type: 'ClusterIP', backends: three });
+      assert.throws(
+        () =>
+          small.upsertService({
+            frontend: b,
+            type: 'ClusterIP',
+            backends: [
+              { ip: '10.201.0.8', port: 80 },
+              { ip: '10.201.0.9', port: 80 },
+            ],
+          }),
+        /lb: the backends map is full \(4 entries\)/,
+      );
+      const listed = () =>
+        small.maps.listFrontends().map((f) => [f.frontend.ip, f.backends.map((x) => x.ip)]);
+      assert.deepEqual(listed(), [[a.ip, three.map((x) => x.ip)]]);
+      // Replacing a backend takes a fourth entry for a moment: the failed change left none behind.
+      const moved = [...three.slice(0, 2), { ip: '10.201.0.4', port: 80 }];
+      small.upsertService({ frontend: a, type: 'ClusterIP', backends: moved });
+      assert.deepEqual(listed(), [[a.ip, moved.map((x) => x.ip)]]);
+      assert.equal(small.maps.listBackends().length, 3);
+    } finally {
+      small.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('a service without an active backend fails connect at once and reports drop 158', async () => {

@@ -4,10 +4,8 @@
  * bridge, each with a backend pod.
  */
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { Btf, layoutDifferences, type StructCodec } from '../../src/bpf/index.js';
 import { HOST_LAYOUTS, HostDatapath } from '../../src/datapath/host.js';
@@ -22,8 +20,7 @@ import {
 } from '../../src/datapath/index.js';
 import { type NetNs, NetScope, uniqueName } from '../../src/lab/net/index.js';
 import { repoRoot, skipUnlessPrivileged, withoutFdLeak } from '../helpers/kernel.js';
-
-const NODE = join(repoRoot, 'node_modules/.bin/node');
+import { CLIENT_SCRIPT, LbClient, NODE, served, startServers } from '../helpers/lb.js';
 
 test('every NAT codec matches its C struct in the BTF of host.o', () => {
   using btf = Btf.fromFile(join(repoRoot, 'dist/bpf/host.o'));
@@ -33,96 +30,6 @@ test('every NAT codec matches its C struct in the BTF of host.o', () => {
   assert.deepEqual(problems, []);
   assert.equal(Object.keys(HOST_LAYOUTS).length, 2);
 });
-
-interface Reply {
-  data?: string;
-  from?: string;
-  error?: string;
-}
-
-/** The world's client: JSON lines in (TCP connects, UDP exchanges, n in a row), results out. */
-const CLIENT = String.raw`
-const net = require('net'), dgram = require('dgram');
-const T = 1500;
-function tcp(o) {
-  return new Promise((resolve) => {
-    let data = '';
-    const s = net.connect({ host: o.host, port: o.port });
-    const timer = setTimeout(() => { s.destroy(); resolve({ error: 'TIMEOUT' }); }, T);
-    s.on('data', (d) => { data += d; });
-    s.on('end', () => { clearTimeout(timer); s.destroy(); resolve({ data }); });
-    s.on('error', (e) => { clearTimeout(timer); resolve({ error: e.code }); });
-  });
-}
-function udp(o) {
-  return new Promise((resolve) => {
-    const s = dgram.createSocket({ type: 'udp4', reuseAddr: true });
-    let timer;
-    const done = (r) => { clearTimeout(timer); try { s.close(); } catch {} resolve(r); };
-    timer = setTimeout(() => done({ error: 'TIMEOUT' }), T);
-    s.on('error', (e) => done({ error: e.code }));
-    s.on('message', (m, r) => done({ data: String(m), from: r.address + ':' + r.port }));
-    const go = () => s.send('hi', o.port, o.host, (e) => { if (e) done({ error: e.code }); });
-    if (o.localPort) s.bind(o.localPort, go); else go();
-  });
-}
-function echo(o) {
-  return new Promise((resolve) => {
-    const sent = require('crypto').randomBytes(o.size);
-    const got = [];
-    const s = net.connect({ host: o.host, port: o.port }, () => s.end(sent));
-    const timer = setTimeout(() => { s.destroy(); resolve({ error: 'TIMEOUT' }); }, 10000);
-    s.on('data', (d) => got.push(d));
-    s.on('end', () => {
-      clearTimeout(timer);
-      const all = Buffer.concat(got);
-      resolve({ data: all.equals(sent) ? 'same' : 'differs after ' + all.length + ' bytes' });
-    });
-    s.on('error', (e) => { clearTimeout(timer); resolve({ error: e.code }); });
-  });
-}
-const ops = { tcp, udp, echo };
-require('readline').createInterface({ input: process.stdin }).on('line', async (line) => {
-  const o = JSON.parse(line);
-  const out = [];
-  for (let i = 0; i < (o.n || 1); i++) out.push(await ops[o.op](o));
-  process.stdout.write(JSON.stringify({ id: o.id, out }) + '\n');
-});
-process.stdout.write('ready\n');
-`;
-
-/**
- * A backend pod's servers: answer "<name> <the client address they saw>" on TCP :8080 and
- * UDP :5353; echo what they get on TCP :8081.
- */
-const SERVER = String.raw`
-const net = require('net'), dgram = require('dgram');
-const name = process.env.HY_NAME;
-let pending = 3;
-const up = () => { if (--pending === 0) process.stdout.write('ready\n'); };
-net.createServer((s) => { s.on('error', () => {}); s.pipe(s); }).listen(8081, '0.0.0.0', up);
-net.createServer((s) => { s.on('error', () => {}); s.end(name + ' ' + s.remoteAddress); }).listen(8080, '0.0.0.0', up);
-const u = dgram.createSocket('udp4');
-u.on('message', (m, r) => u.send(name + ' ' + r.address, r.port, r.address));
-u.bind(5353, up);
-`;
-
-function lines(child: ChildProcess): AsyncIterator<string> {
-  if (!child.stdout) throw new Error('child without stdout');
-  return createInterface({ input: child.stdout })[Symbol.asyncIterator]();
-}
-
-async function waitReady(it: AsyncIterator<string>, what: string, child: ChildProcess): Promise<void> {
-  let stderr = '';
-  child.stderr?.on('data', (d) => {
-    stderr += d;
-  });
-  const timeout = new Promise<never>((_, reject) =>
-    setTimeout(() => reject(new Error(`${what} did not start: ${stderr}`)), 10_000).unref(),
-  );
-  const first = await Promise.race([it.next(), timeout]);
-  if (first.value !== 'ready') throw new Error(`${what} did not start: ${first.value ?? ''} ${stderr}`);
-}
 
 // --- crafted packets, for BPF_PROG_TEST_RUN
 
@@ -227,9 +134,7 @@ describe('NodePort and external IPs from the world', { skip: skipUnlessPrivilege
   let hostA: HostDatapath;
   let hostB: HostDatapath;
   let reader: ReturnType<HostDatapath['eventReader']>;
-  let client: ChildProcess;
-  let replies: AsyncIterator<string>;
-  let nextId = 1;
+  let client: LbClient;
 
   /** Two nodes on a bridge with the world, one pod on each, wired as the CNI wires pods. */
   async function topology(): Promise<void> {
@@ -281,19 +186,15 @@ describe('NodePort and external IPs from the world', { skip: skipUnlessPrivilege
       await node.ip('neigh', 'replace', ip, 'lladdr', podMac, 'dev', host, 'nud', 'permanent');
       await pod.ip('neigh', 'replace', GATEWAY, 'lladdr', hostMac, 'dev', 'eth0', 'nud', 'permanent');
     }
-    for (const [name, pod] of [
-      ['A', podA],
-      ['B', podB],
-    ] as const) {
-      const server = pod.spawn(NODE, ['-e', SERVER], {
-        env: { ...process.env, HY_NAME: name },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      await waitReady(lines(server), `servers in pod ${name}`, server);
-    }
-    client = world.spawn(NODE, ['-e', CLIENT], { stdio: ['pipe', 'pipe', 'pipe'] });
-    replies = lines(client);
-    await waitReady(replies, 'world client', client);
+    await startServers(podA, [['A', '0.0.0.0']], { showClient: true });
+    await startServers(podB, [['B', '0.0.0.0']], { showClient: true });
+    client = await LbClient.start(
+      world.spawn(NODE, ['-e', CLIENT_SCRIPT], {
+        env: { ...process.env, HY_TIMEOUT_MS: '1500' },
+        stdio: ['pipe', 'pipe', 'pipe'],
+      }),
+      'world client',
+    );
   }
 
   before(async () => {
@@ -336,18 +237,10 @@ describe('NodePort and external IPs from the world', { skip: skipUnlessPrivilege
     }
   });
 
-  async function ask(req: Record<string, unknown>): Promise<Reply[]> {
-    const id = nextId++;
-    client.stdin?.write(`${JSON.stringify({ ...req, id })}\n`);
-    const r = await replies.next();
-    const msg = JSON.parse(String(r.value)) as { id: number; out: Reply[] };
-    assert.equal(msg.id, id);
-    return msg.out;
-  }
+  const ask = (req: Record<string, unknown>) => client.ask(req);
   const tcp = (host: string, port: number, n = 1) => ask({ op: 'tcp', host, port, n });
   const udp = (host: string, port: number, n = 1, localPort?: number) =>
     ask({ op: 'udp', host, port, n, ...(localPort ? { localPort } : {}) });
-  const served = (rs: Reply[]) => rs.map((r) => r.data ?? `error ${r.error}`);
   const drops = () =>
     decodeEvents(reader.drain()).filter((e) => e.type === EventType.Drop && e.subtype === DROP_NO_SERVICE);
 
@@ -479,6 +372,23 @@ describe('NodePort and external IPs from the world', { skip: skipUnlessPrivilege
     for (const r of rs) assert.equal(r.from, `${NODE_A}:30082`);
     const local = hostA.connections().filter((c) => c.frontend === `${NODE_A}:30082`);
     assert.ok(local.length > 0 && local.every((c) => c.snat === undefined));
+  });
+
+  test('ClientIP affinity on the device: one client address, one backend, remembered by that address', async () => {
+    smA.upsertService(nodePort(30087, 'TCP', ['A', 'B'], { affinityTimeoutSec: 60 }));
+    // 20 connections from 20 source ports: random selection would use both (all one: 1 in 2^19).
+    const seen = served(await tcp(NODE_A, 30087, 20));
+    assert.equal(new Set(seen).size, 1, seen.join(' '));
+    const ids = smA.upsertService(nodePort(30087, 'TCP', ['A', 'B'], { affinityTimeoutSec: 60 }));
+    const entries = smA.maps.affinity.lookupBatch().filter(([k]) => k.rev_nat_index === ids.revNatIndex);
+    assert.equal(entries.length, 1);
+    const [key, val] = entries[0]!;
+    // No socket on the device: the key is the client's address (as the packet carries it), not a netns.
+    const world = new DataView(Uint8Array.from(WORLD.split('.').map(Number)).buffer).getUint32(0, true);
+    assert.equal(key.netns_cookie, 0);
+    assert.equal(BigInt(key.client_cookie), BigInt(world));
+    assert.ok(ids.backendIds.includes(val.backend_id));
+    smA.deleteService({ ip: NODE_A, port: 30087, protocol: 'TCP' });
   });
 
   test('an external IP routed to node A is served like a NodePort', async () => {
