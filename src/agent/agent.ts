@@ -36,7 +36,13 @@ import { AgentFlows } from './flows.js';
 import { CrdIdentityAllocator } from './identities.js';
 import { HostScopeIpam } from './ipam.js';
 import type { ClusterState, KubernetesWatcher, RemoteEndpoint } from './k8s.js';
-import { applyServiceChanges, frontendKey, type ServiceFrontend, type ServiceRecord } from './services.js';
+import {
+  applyServiceChanges,
+  frontendKey,
+  type ServiceFrontend,
+  type ServiceProblem,
+  type ServiceRecord,
+} from './services.js';
 import { readJson, writeJsonAtomic } from './state.js';
 
 export interface AgentConfig {
@@ -541,7 +547,13 @@ export class Agent {
         frontends: [...this.#services.values()].reduce((n, fs) => n + fs.length, 0),
         errors: [...this.#services.values()]
           .flat()
-          .flatMap((f) => (f.error ? [`${f.service} ${frontendKey(f.frontend)}: ${f.error}`] : [])),
+          .flatMap((f) =>
+            f.error
+              ? [`${f.service} ${frontendKey(f.frontend)}: ${f.error}`]
+              : f.warning
+                ? [`${f.service} ${frontendKey(f.frontend)}: warning: ${f.warning}`]
+                : [],
+          ),
         ...(this.#lb ? { cgroup: this.#lbCgroup } : {}),
       },
     };
@@ -589,8 +601,9 @@ export class Agent {
    * alone: one that cannot be written (a bad port, more backends than the maps hold) is
    * reported on itself and in status, and the others apply.
    */
-  updateServices(changes: Map<string, ServiceFrontend[]>): void {
-    if (this.#lb) applyServiceChanges(this.#lb, { records: this.#services, at: this.#serviceAt }, changes);
+  updateServices(changes: Map<string, ServiceFrontend[]>): ServiceProblem[] {
+    if (!this.#lb) return [];
+    return applyServiceChanges(this.#lb, { records: this.#services, at: this.#serviceAt }, changes);
   }
 
   #save(): void {

@@ -30,6 +30,7 @@ import {
   type EndpointSliceObject,
   type ServiceFrontend,
   type ServiceObject,
+  type ServiceProblem,
 } from './services.js';
 
 export interface ClusterState {
@@ -55,7 +56,7 @@ export interface ClusterSink {
   setIdentities(ids: Identity[]): void;
   setRemoteEndpoints(eps: RemoteEndpoint[]): void;
   /** Services whose frontends changed, by `namespace/name` (an empty list: the service is gone). */
-  updateServices(changes: Map<string, ServiceFrontend[]>): void;
+  updateServices(changes: Map<string, ServiceFrontend[]>): ServiceProblem[] | void;
   /** What `toServices` policy rules select: a service's labels and selector (undefined: gone). */
   updateServicePeers(changes: Map<string, ServiceInfo | undefined>): void;
 }
@@ -145,6 +146,7 @@ export class KubernetesWatcher {
       ],
       ['ciliumidentities', '/apis/cilium.io/v2/ciliumidentities', custom('ciliumidentities')],
       ['ciliumendpoints', '/apis/cilium.io/v2/ciliumendpoints', custom('ciliumendpoints')],
+      ['nodes', '/api/v1/nodes', () => this.#core.listNode() as never],
       ['services', '/api/v1/services', () => this.#core.listServiceForAllNamespaces() as never],
       [
         'endpointslices',
@@ -235,6 +237,11 @@ export class KubernetesWatcher {
     )
       sink.setClusterState(this.#clusterState());
     if (all || dirty.has('ciliumendpoints')) sink.setRemoteEndpoints(this.#remoteEndpoints());
+    if (dirty.has('nodes')) {
+      // A pod CIDR that came or went changes which externalIPs are refused.
+      const cidrs = this.#podCidrs().join(',');
+      if (cidrs !== this.#lastPodCidrs) for (const k of this.#allServiceKeys()) this.#dirtyServices.add(k);
+    }
     if (all || this.#dirtyServices.size) {
       const keys = all ? this.#allServiceKeys() : this.#dirtyServices;
       const changes = new Map<string, ServiceFrontend[]>();
@@ -244,8 +251,76 @@ export class KubernetesWatcher {
         peers.set(key, this.#serviceInfo(key));
       }
       this.#dirtyServices = new Set();
-      sink.updateServices(changes);
+      const problems = sink.updateServices(changes);
+      void this.#reportServiceProblems(changes, problems ?? []);
       sink.updateServicePeers(peers);
+    }
+  }
+
+  #lastPodCidrs = '';
+
+  /** Every node's pod CIDRs (spec.podCIDRs, as IPAM in kubernetes mode hands them out). */
+  #podCidrs(): string[] {
+    const out = new Set<string>();
+    for (const n of this.#items('nodes')) {
+      const spec = (n as { spec?: { podCIDR?: string; podCIDRs?: string[] } }).spec;
+      for (const c of [...(spec?.podCIDRs ?? []), ...(spec?.podCIDR ? [spec.podCIDR] : [])]) out.add(c);
+    }
+    const list = [...out].sort();
+    this.#lastPodCidrs = list.join(',');
+    return list;
+  }
+
+  /** Problems already posted as Events, by service: each distinct one is posted once. */
+  readonly #reported = new Map<string, Set<string>>();
+
+  /**
+   * A service frontend the agent refused or doubts becomes a Warning Event on the Service,
+   * so `kubectl describe service` says why it does not work (as well as `hypha status`).
+   */
+  async #reportServiceProblems(changes: Map<string, unknown>, problems: ServiceProblem[]): Promise<void> {
+    const now = new Date();
+    for (const key of changes.keys()) {
+      const mine = problems.filter((p) => p.service === key);
+      const seen = this.#reported.get(key) ?? new Set<string>();
+      const current = new Set(mine.map((p) => `${p.frontend}: ${p.message}`));
+      for (const m of seen) if (!current.has(m)) seen.delete(m);
+      const svc = this.#cache.get('services')?.get(key);
+      for (const p of mine) {
+        const message = `${p.frontend}: ${p.message}`;
+        if (seen.has(message) || !svc) continue;
+        seen.add(message);
+        const [namespace, name] = key.split('/') as [string, string];
+        const body = {
+          apiVersion: 'v1',
+          kind: 'Event',
+          metadata: { generateName: `${name}.`, namespace },
+          involvedObject: {
+            apiVersion: 'v1',
+            kind: 'Service',
+            namespace,
+            name,
+            uid: svc.metadata?.uid,
+            resourceVersion: svc.metadata?.resourceVersion,
+          },
+          type: 'Warning',
+          reason: p.severity === 'error' ? 'FrontendNotProgrammed' : 'FrontendWarning',
+          message,
+          source: { component: 'cilium-agent', host: this.#o.node },
+          reportingComponent: 'cilium-agent',
+          reportingInstance: this.#o.node,
+          firstTimestamp: now,
+          lastTimestamp: now,
+          count: 1,
+        };
+        try {
+          await this.#core.createNamespacedEvent({ namespace, body: body as never });
+        } catch (err) {
+          this.#o.log?.(`event for service ${key}: ${errorMessage(err)}`);
+        }
+      }
+      if (seen.size) this.#reported.set(key, seen);
+      else this.#reported.delete(key);
     }
   }
 
@@ -266,6 +341,7 @@ export class KubernetesWatcher {
         nodeName: this.#o.node,
         ...(this.#o.nodeIp ? { nodeIp: this.#o.nodeIp } : {}),
         defaultAlgorithm: this.#o.lbAlgorithm ?? 'random',
+        podCidrs: this.#podCidrs(),
       }).values(),
     ];
   }

@@ -8,6 +8,7 @@
  */
 import type { Frontend as LbFrontend, ServiceIds, ServiceSpec } from '../datapath/lb.js';
 import { errorMessage } from '../errors.js';
+import { cidrContains } from '../policy/index.js';
 
 export type LbProtocol = 'TCP' | 'UDP' | 'SCTP';
 export type FrontendType = 'ClusterIP' | 'NodePort' | 'ExternalIP' | 'LoadBalancer';
@@ -36,6 +37,10 @@ export interface ServiceFrontend {
   affinityTimeoutSec?: number;
   /** externalTrafficPolicy/internalTrafficPolicy Local: only this node's backends. */
   localOnly: boolean;
+  /** Why this frontend must not be written (it is reported, and the service's others apply). */
+  problem?: string;
+  /** Written, but probably not what the user meant (e.g. a port no EndpointSlice has). */
+  warning?: string;
 }
 
 interface ServicePort {
@@ -83,6 +88,8 @@ export interface DesiredOptions {
   nodeIp?: string;
   /** The cluster's default when a service has no annotation. */
   defaultAlgorithm: 'random' | 'maglev';
+  /** Pod CIDRs of the cluster: an externalIP inside one would hijack pod traffic, so it is refused. */
+  podCidrs?: readonly string[];
 }
 
 /** Every frontend the services call for, keyed by `ip:port/protocol`. */
@@ -111,12 +118,36 @@ export function desiredFrontends(
       spec.sessionAffinity === 'ClientIP'
         ? (spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800)
         : undefined;
-    for (const p of spec.ports ?? []) {
+    const svcSlices = bySvc.get(key) ?? [];
+    const slicePorts = [
+      ...new Set(
+        svcSlices.flatMap((sl) => (sl.ports ?? []).map((x) => `"${x.name ?? ''}"/${x.protocol ?? 'TCP'}`)),
+      ),
+    ];
+    const firstIndex = new Map<string, number>();
+    (spec.ports ?? []).forEach((p, index) => {
       const protocol = (p.protocol ?? 'TCP') as LbProtocol;
       const portName = p.name ?? '';
+      const samePort = `${p.port}/${protocol}`;
+      const earlier = firstIndex.get(samePort);
+      if (earlier !== undefined) {
+        // The API server refuses this; a stale or foreign object may still carry it.
+        for (const f of out.values())
+          if (f.service === key && f.frontend.port === p.port && f.frontend.protocol === protocol)
+            f.warning = `spec.ports[${index}] repeats spec.ports[${earlier}] (${samePort}) and is ignored`;
+        return;
+      }
+      firstIndex.set(samePort, index);
       const backends: Backend[] = [];
       const seen = new Set<string>();
-      for (const slice of bySvc.get(key) ?? []) {
+      const matched = svcSlices.some((sl) =>
+        (sl.ports ?? []).some((x) => (x.name ?? '') === portName && (x.protocol ?? 'TCP') === protocol),
+      );
+      const warning =
+        slicePorts.length && !matched
+          ? `spec.ports[${index}] "${portName}"/${protocol}: no EndpointSlice of the service has a port of that name (they have ${slicePorts.join(', ')}), so it has no backends`
+          : undefined;
+      for (const slice of svcSlices) {
         const sp = (slice.ports ?? []).find(
           (x) => (x.name ?? '') === portName && (x.protocol ?? 'TCP') === protocol,
         );
@@ -154,8 +185,18 @@ export function desiredFrontends(
           type: ftype,
           localOnly,
           backends: localOnly ? backends.filter((b) => b.nodeName === o.nodeName) : backends,
+          ...(warning ? { warning } : {}),
         };
-        out.set(frontendKey(f.frontend), f);
+        if (ftype === 'ExternalIP') {
+          const cidr = o.podCidrs?.find((c) => cidrContains(c, `${ip}/32`));
+          if (cidr) f.problem = `externalIP ${ip} is inside the pod CIDR ${cidr}`;
+        }
+        const k = frontendKey(f.frontend);
+        const other = out.get(k);
+        if (other && other.service !== key)
+          f.problem ??= `${k} is already the frontend of service ${other.service}`;
+        if (!other || other.problem) out.set(k, f);
+        else if (f.problem) out.set(`${k} ${key}`, f);
       };
       if (spec.clusterIP && spec.clusterIP !== 'None')
         add(spec.clusterIP, p.port, 'ClusterIP', spec.internalTrafficPolicy);
@@ -164,7 +205,7 @@ export function desiredFrontends(
         if (ing.ip) add(ing.ip, p.port, 'LoadBalancer', spec.externalTrafficPolicy);
       if ((type === 'NodePort' || type === 'LoadBalancer') && p.nodePort && o.nodeIp)
         add(o.nodeIp, p.nodePort, 'NodePort', spec.externalTrafficPolicy);
-    }
+    });
   }
   return out;
 }
@@ -206,45 +247,101 @@ export interface AppliedServices {
   at: Map<string, { namespace: string; name: string }>;
 }
 
+/** A frontend that was refused or that looks wrong, for events on the service and for status. */
+export interface ServiceProblem {
+  service: string;
+  frontend: string;
+  severity: 'error' | 'warning';
+  message: string;
+}
+
+/**
+ * Which service owns each frontend, and which services wait for one another holds; kept
+ * beside the agent's records (keyed by them) so the agent's state stays two plain maps.
+ */
+interface Ownership {
+  owner: Map<string, string>;
+  waiting: Map<string, Set<string>>;
+}
+const ownerships = new WeakMap<Map<string, ServiceRecord[]>, Ownership>();
+
+function ownershipOf(applied: AppliedServices): Ownership {
+  let o = ownerships.get(applied.records);
+  if (!o) {
+    o = { owner: new Map(), waiting: new Map() };
+    for (const [svc, recs] of applied.records)
+      for (const r of recs) if (!r.error) o.owner.set(frontendKey(r.frontend), svc);
+    ownerships.set(applied.records, o);
+  }
+  return o;
+}
+
 /**
  * Services changed (by `namespace/name`; an empty list: gone): their frontends go to the
  * load balancer in one change set, costing what changed and nothing else. Each service
- * stands alone: one that cannot be written (a bad port, more backends than the maps hold)
- * is reported on its records, and the others apply.
+ * stands alone: a frontend that cannot be written (an externalIP in the pod CIDR, a
+ * frontend another service holds, more backends than the maps take) is reported on its
+ * record and returned as a problem, and everything else applies. A frontend held by
+ * another service goes to the waiting one when it is freed.
  */
 export function applyServiceChanges(
   lb: FrontendWriter,
   applied: AppliedServices,
   changes: ReadonlyMap<string, readonly ServiceFrontend[]>,
-): void {
+): ServiceProblem[] {
+  const own = ownershipOf(applied);
   const upserts: ServiceSpec[] = [];
   const owners: ServiceRecord[] = [];
   const removed: LbFrontend[] = [];
+  const freed = new Set<string>();
+  const release = (k: string, svc: string) => {
+    if (own.owner.get(k) !== svc) return;
+    own.owner.delete(k);
+    freed.add(k);
+  };
+  // Frontends given up first, so a service taking over one in the same change finds it free.
+  for (const [key, frontends] of changes) {
+    const wanted = new Set(frontends.map((f) => frontendKey(f.frontend)));
+    for (const old of applied.records.get(key) ?? []) {
+      const k = frontendKey(old.frontend);
+      const lbf = lbFrontend(old);
+      if (!wanted.has(k) && lbf && own.owner.get(k) === key) removed.push(lbf);
+      if (!wanted.has(k)) release(k, key);
+      own.waiting.get(k)?.delete(key);
+    }
+  }
   for (const [key, frontends] of changes) {
     const before = applied.records.get(key) ?? [];
-    const wanted = new Set(frontends.map((f) => frontendKey(f.frontend)));
-    for (const old of before) {
-      const lbf = lbFrontend(old);
-      if (!wanted.has(frontendKey(old.frontend)) && lbf) removed.push(lbf);
-    }
     const records: ServiceRecord[] = [];
     for (const f of frontends) {
       const rec: ServiceRecord = { ...f };
+      const k = frontendKey(f.frontend);
+      const holder = own.owner.get(k);
       try {
+        if (f.problem) throw new Error(f.problem);
+        if (holder && holder !== key) {
+          const waiting = own.waiting.get(k) ?? new Set<string>();
+          own.waiting.set(k, waiting.add(key));
+          throw new Error(`${k} is already the frontend of service ${holder}`);
+        }
         const spec = toServiceSpec(f);
         lb.validate(spec);
         upserts.push(spec);
         owners.push(rec);
+        own.owner.set(k, key);
       } catch (err) {
         rec.error = errorMessage(err);
         const lbf = lbFrontend(f);
-        if (lbf) removed.push(lbf);
+        if (lbf && holder === key) removed.push(lbf);
+        release(k, key);
       }
       records.push(rec);
     }
     for (const old of before) applied.at.delete(`${old.frontend.ip}:${old.frontend.port}`);
     const [namespace, name] = key.split('/') as [string, string];
-    for (const r of records) applied.at.set(`${r.frontend.ip}:${r.frontend.port}`, { namespace, name });
+    for (const r of records)
+      if (!r.error || !applied.at.has(`${r.frontend.ip}:${r.frontend.port}`))
+        applied.at.set(`${r.frontend.ip}:${r.frontend.port}`, { namespace, name });
     if (records.length) applied.records.set(key, records);
     else applied.records.delete(key);
   }
@@ -254,9 +351,37 @@ export function applyServiceChanges(
     ids.forEach((id, i) => {
       owners[i]!.revNatIndex = id.revNatIndex;
     });
-  } catch (err) {
-    for (const o of owners) o.error = `not written: ${errorMessage(err)}`;
+  } catch {
+    // One service that does not fit (a map full) must not take the others down with it.
+    upserts.forEach((spec, i) => {
+      try {
+        owners[i]!.revNatIndex = lb.upsertServices([spec])[0]!.revNatIndex;
+      } catch (err) {
+        owners[i]!.error = `not written: ${errorMessage(err)}`;
+        release(frontendKey(owners[i]!.frontend), owners[i]!.service);
+      }
+    });
   }
+  const problems: ServiceProblem[] = [];
+  for (const key of changes.keys())
+    for (const r of applied.records.get(key) ?? []) {
+      const frontend = frontendKey(r.frontend);
+      if (r.error) problems.push({ service: key, frontend, severity: 'error', message: r.error });
+      else if (r.warning) problems.push({ service: key, frontend, severity: 'warning', message: r.warning });
+    }
+  // Services that waited for a frontend now free try again, as they last asked.
+  const retry = new Map<string, ServiceFrontend[]>();
+  for (const k of freed) {
+    for (const svc of own.waiting.get(k) ?? [])
+      if (!changes.has(svc) && applied.records.has(svc))
+        retry.set(
+          svc,
+          applied.records.get(svc)!.map(({ revNatIndex: _r, error: _e, ...f }) => f),
+        );
+    own.waiting.delete(k);
+  }
+  if (retry.size) problems.push(...applyServiceChanges(lb, applied, retry));
+  return problems;
 }
 
 /** The load balancer's frontend (TCP and UDP; SCTP services are not translated). */

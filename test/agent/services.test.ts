@@ -211,3 +211,125 @@ test('applying changes writes the changed services only; a bad one is reported o
   assert.equal(applied.records.has('prod/api'), false);
   assert.equal(applied.at.has('10.96.0.22:80'), false);
 });
+
+test('bad services: externalIP in the pod CIDR, a port no slice has, a repeated port, a frontend two services claim', () => {
+  const f = desiredFrontends(
+    [
+      svc('ext', {
+        clusterIP: '10.96.0.50',
+        externalIPs: ['10.244.3.7', '198.51.100.20'],
+        ports: [
+          { name: 'http', port: 80 },
+          { name: 'again', port: 80 },
+        ],
+      }),
+      svc('named', { clusterIP: '10.96.0.51', ports: [{ name: 'metrics', port: 9090 }] }),
+    ],
+    [
+      slice('ext', 8080, [{ addresses: ['10.244.1.9'], conditions: { ready: true } }]),
+      slice('named', 8080, [{ addresses: ['10.244.1.10'], conditions: { ready: true } }]),
+    ],
+    { ...opts, podCidrs: ['10.244.0.0/16'] },
+  );
+  assert.match(
+    f.get('10.244.3.7:80/TCP')!.problem!,
+    /externalIP 10\.244\.3\.7 is inside the pod CIDR 10\.244\.0\.0\/16/,
+  );
+  assert.equal(f.get('198.51.100.20:80/TCP')!.problem, undefined, 'the other externalIP is fine');
+  assert.match(f.get('10.96.0.50:80/TCP')!.warning!, /spec\.ports\[1\] repeats spec\.ports\[0\] \(80\/TCP\)/);
+  assert.match(
+    f.get('10.96.0.51:9090/TCP')!.warning!,
+    /"metrics"\/TCP: no EndpointSlice of the service has a port of that name \(they have "http"\/TCP\)/,
+  );
+
+  // Applied: the refused frontend is reported and not written; the service's others are.
+  const lb = new RecordingWriter();
+  const applied: AppliedServices = { records: new Map(), at: new Map() };
+  const problems = applyServiceChanges(
+    lb,
+    applied,
+    new Map([['prod/ext', [...f.values()].filter((x) => x.service === 'prod/ext')]]),
+  );
+  assert.deepEqual(lb.upserts[0]!.map((s) => s.frontend.ip).sort(), ['10.96.0.50', '198.51.100.20']);
+  assert.deepEqual(problems.map((p) => [p.severity, p.frontend]).sort(), [
+    ['error', '10.244.3.7:80/TCP'],
+    ['warning', '10.96.0.50:80/TCP'],
+    ['warning', '198.51.100.20:80/TCP'],
+  ]);
+
+  // Two services claim one externalIP: the first keeps it, the second is told, and gets it once it is free.
+  const claim = (name: string, clusterIP: string) => [
+    ...desiredFrontends(
+      [svc(name, { clusterIP, externalIPs: ['198.51.100.30'], ports: [{ name: 'http', port: 80 }] })],
+      [slice(name, 8080, [{ addresses: ['10.244.1.11'], conditions: { ready: true } }])],
+      opts,
+    ).values(),
+  ];
+  applyServiceChanges(lb, applied, new Map([['prod/one', claim('one', '10.96.0.60')]]));
+  const clash = applyServiceChanges(lb, applied, new Map([['prod/two', claim('two', '10.96.0.61')]]));
+  assert.deepEqual(clash, [
+    {
+      service: 'prod/two',
+      frontend: '198.51.100.30:80/TCP',
+      severity: 'error',
+      message: '198.51.100.30:80/TCP is already the frontend of service prod/one',
+    },
+  ]);
+  assert.deepEqual(applied.at.get('198.51.100.30:80'), { namespace: 'prod', name: 'one' });
+  const handover = applyServiceChanges(lb, applied, new Map([['prod/one', []]]));
+  assert.deepEqual(handover, [], 'prod/two took the frontend over without a problem');
+  assert.equal(applied.records.get('prod/two')!.find((r) => r.type === 'ExternalIP')!.error, undefined);
+  assert.deepEqual(applied.at.get('198.51.100.30:80'), { namespace: 'prod', name: 'two' });
+  assert.deepEqual(
+    lb.upserts
+      .at(-1)!
+      .map((s) => s.frontend.ip)
+      .sort(),
+    ['10.96.0.61', '198.51.100.30'],
+  );
+});
+
+test('a service with more backends than the maps take fails alone; the others in the same change are written', () => {
+  class FullWriter extends RecordingWriter {
+    override upsertServices(specs: readonly ServiceSpec[]) {
+      if (specs.some((s) => s.backends.length > 3))
+        throw new Error('lb: the backends map is full (4 entries)');
+      return super.upsertServices(specs);
+    }
+  }
+  const lb = new FullWriter();
+  const applied: AppliedServices = { records: new Map(), at: new Map() };
+  const of = (name: string, clusterIP: string, n: number) => [
+    ...desiredFrontends(
+      [svc(name, { clusterIP, ports: [{ name: 'http', port: 80 }] })],
+      [
+        slice(
+          name,
+          8080,
+          Array.from({ length: n }, (_, i) => ({
+            addresses: [`10.244.2.${i + 1}`],
+            conditions: { ready: true },
+          })),
+        ),
+      ],
+      opts,
+    ).values(),
+  ];
+  const problems = applyServiceChanges(
+    lb,
+    applied,
+    new Map([
+      ['prod/big', of('big', '10.96.0.70', 5)],
+      ['prod/small', of('small', '10.96.0.71', 2)],
+    ]),
+  );
+  assert.deepEqual(problems, [
+    {
+      service: 'prod/big',
+      frontend: '10.96.0.70:80/TCP',
+      severity: 'error',
+      message: 'not written: lb: the backends map is full (4 entries)',
+    },
+  ]);
+  assert.ok(applied.records.get('prod/small')![0]!.revNatIndex, 'the small service was written');
+});

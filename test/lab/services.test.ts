@@ -276,4 +276,82 @@ describe('hypha lab: services from pods on every node', { skip: skipUnlessPrivil
       assert.deepEqual(new Set(seen), new Set(ECHO), `${from.metadata.name}: ${seen.join(' ')}`);
     }
   });
+  test('bad services: a frontend two services claim and a port no slice has are Warning events on the service and in service list; the others work', async () => {
+    const ext = (name: string, portName: string) => ({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name, namespace: NS },
+      spec: {
+        selector: { app: 'echo' },
+        externalIPs: ['198.51.100.40'],
+        ports: [{ name: portName, port: 80, targetPort: 8080, protocol: 'TCP' }],
+      },
+    });
+    await client.apply(ext('clash-a', 'tcp'));
+    await new Promise((r) => setTimeout(r, 300));
+    // clash-b has no selector: its EndpointSlice is written by hand, with a port name the service lacks.
+    const { selector: _none, ...bSpec } = ext('clash-b', 'web').spec;
+    await client.apply({ ...ext('clash-b', 'web'), spec: bSpec });
+    await client.apply({
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: {
+        name: 'clash-b-manual',
+        namespace: NS,
+        labels: { 'kubernetes.io/service-name': 'clash-b' },
+      },
+      addressType: 'IPv4',
+      ports: [{ name: 'other', port: 8080, protocol: 'TCP' }],
+      endpoints: [{ addresses: ['10.244.250.1'], conditions: { ready: true } }],
+    });
+    type Ev = { reason: string; message: string; type: string; source?: { host?: string } };
+    const events = async (name: string) =>
+      (
+        await client.json<{ items: Ev[] }>(
+          'GET',
+          `/api/v1/namespaces/${NS}/events?fieldSelector=${encodeURIComponent(`involvedObject.name=${name}`)}`,
+        )
+      ).items;
+    const end = Date.now() + 15_000;
+    let got: Ev[] = [];
+    while (Date.now() < end) {
+      got = await events('clash-b');
+      if (
+        got.some((e) => e.reason === 'FrontendNotProgrammed') &&
+        got.some((e) => e.reason === 'FrontendWarning')
+      )
+        break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const refused = got.find((e) => e.reason === 'FrontendNotProgrammed');
+    assert.ok(refused, `events of clash-b: ${JSON.stringify(got)}`);
+    assert.equal(refused.type, 'Warning');
+    assert.match(
+      refused.message,
+      /198\.51\.100\.40:80\/TCP is already the frontend of service svc-test\/clash-a/,
+    );
+    const warned = got.find((e) => e.reason === 'FrontendWarning');
+    assert.match(warned!.message, /"web"\/TCP: no EndpointSlice of the service has a port of that name/);
+    // The agents' own view (`hypha service list`): clash-a holds the address, clash-b is refused.
+    const node = clients[0]!.spec.nodeName!;
+    {
+      using maps = LbMaps.openPinned(agentPinDir(node));
+      const f = maps.listFrontends().find((x) => x.frontend.ip === '198.51.100.40');
+      assert.equal(f?.backends.length, 3, 'clash-a is programmed with its backends');
+    }
+    // The other services keep working.
+    assert.deepEqual(new Set(served(await tcp(clients[0]!, 'echo-random', 20))), new Set(ECHO));
+    // clash-a goes: clash-b takes the address over (and has no backends: its port name matches no slice).
+    await client.json('DELETE', `/api/v1/namespaces/${NS}/services/clash-a`);
+    const until2 = Date.now() + 15_000;
+    for (;;) {
+      using maps = LbMaps.openPinned(agentPinDir(node));
+      const f = maps.listFrontends().find((x) => x.frontend.ip === '198.51.100.40');
+      if (f && f.backends.length === 0) break;
+      if (Date.now() > until2) assert.fail(`clash-b did not take 198.51.100.40 over: ${JSON.stringify(f)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await client.json('DELETE', `/api/v1/namespaces/${NS}/services/clash-b`);
+    await client.json('DELETE', `/apis/discovery.k8s.io/v1/namespaces/${NS}/endpointslices/clash-b-manual`);
+  });
 });

@@ -34,9 +34,9 @@ export const serviceCommands: Command[] = [
         s.type,
         s.error
           ? `error: ${s.error}`
-          : s.backends
+          : (s.backends
               .map((b, i) => `${i + 1} => ${b.ip}:${b.port}/${s.frontend.protocol} (${b.state})`)
-              .join('\n') || '(no backends)',
+              .join('\n') || '(no backends)') + (s.warning ? `\nwarning: ${s.warning}` : ''),
         s.service,
       ]);
       // Multi-line backend cells, as cilium-dbg prints them: one backend per line.
