@@ -15,6 +15,8 @@
 #include "include/conntrack.h"
 #include "include/events.h"
 #include "include/metrics.h"
+#include "include/dnsproxy.h"
+#include "include/proxy.h"
 
 #include <linux/tcp.h>
 #include <linux/udp.h>
@@ -159,7 +161,7 @@ static __always_inline int established(struct __sk_buff *skb, struct ct_entry *c
 	if (changed || now - ct->last_report_ns > (__u64)ct_report_interval * NS_PER_SEC) {
 		ct->last_report_ns = now;
 		ev->type = EVENT_TRACE;
-		ev->subtype = event_trace_point(egress, false);
+		ev->subtype = event_trace_point(egress, ct->proxy_port && !reply);
 		ev->verdict = VERDICT_FORWARDED;
 		ev->cookie = ct->cookie;
 		event_emit(skb, ev);
@@ -212,7 +214,7 @@ static __always_inline int handle(struct __sk_buff *skb, struct event_info *ev, 
 		ev->ct_state = CT_REPLY;
 		return established(skb, ct, &p, ev, egress, now);
 	}
-	peer = ipcache_identity4(egress ? p.tuple.daddr : p.tuple.saddr);
+	peer = proxy_peer_identity(skb, egress, ipcache_identity4(egress ? p.tuple.daddr : p.tuple.saddr));
 	ev->src_identity = egress ? ep->identity : peer;
 	ev->dst_identity = egress ? peer : ep->identity;
 	if (ct_related(&p)) {
@@ -222,7 +224,7 @@ static __always_inline int handle(struct __sk_buff *skb, struct event_info *ev, 
 
 	/* A new connection: policy, every time. */
 	ev->ct_state = CT_NEW;
-	if (ep->flags & (egress ? EP_ENFORCE_EGRESS : EP_ENFORCE_INGRESS)) {
+	if ((ep->flags & (egress ? EP_ENFORCE_EGRESS : EP_ENFORCE_INGRESS)) && !proxy_enforced(skb, egress)) {
 		v = policy_decide(ep->id, egress, ep->identity, peer, p.tuple.proto, p.policy_port);
 		ev->cookie = v.cookie;
 		if (v.drop) {
@@ -268,7 +270,18 @@ static __always_inline int handle(struct __sk_buff *skb, struct event_info *ev, 
 static __always_inline int endpoint_program(struct __sk_buff *skb, bool egress)
 {
 	struct event_info ev = { .direction = egress ? DIR_EGRESS : DIR_INGRESS };
-	int r = handle(skb, &ev, egress);
+	int r = egress ? 0 : dnsproxy_from_proxy4(skb);
+
+	if (!r)
+		r = handle(skb, &ev, egress);
+	if (!r && egress)
+		r = dnsproxy_to_proxy4(skb, ev.source, ev.dst_identity);
+	if (!r)
+		r = proxy_redirect4(skb, egress);
+	if (r == PROXY_HAIRPIN) {
+		metrics_count(0, ev.direction, skb->len);
+		return TC_ACT_REDIRECT;
+	}
 
 	if (r == PASS_UNTOUCHED)
 		return TC_ACT_OK;
@@ -286,6 +299,8 @@ static __always_inline int endpoint_program(struct __sk_buff *skb, bool egress)
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
+	if (proxy_hairpinned(skb))
+		return proxy_deliver4(skb);
 	return endpoint_program(skb, true);
 }
 

@@ -57,6 +57,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hypha_events SEC(".maps");
 
+/* Events the ring had no room for, per CPU: the agent reports them as lost events. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hypha_events_lost SEC(".maps");
+
 struct event_info {
 	__u8 type;
 	__u8 subtype;
@@ -83,8 +92,14 @@ __hy_inline void __event_emit(struct __sk_buff *skb, const struct event_info *i,
 	struct event *ev = bpf_ringbuf_reserve(&hypha_events, sizeof(ev->hdr) + cap, 0);
 	__u64 avail, size = (sizeof(ev->hdr) + cap + 8 + 7) & ~7;
 
-	if (!ev)
+	if (!ev) {
+		__u32 zero = 0;
+		__u64 *lost = bpf_map_lookup_elem(&hypha_events_lost, &zero);
+
+		if (lost)
+			(*lost)++;
 		return;
+	}
 	ev->hdr.ts_ns = bpf_ktime_get_ns();
 	ev->hdr.type = i->type;
 	ev->hdr.subtype = i->subtype;
@@ -121,6 +136,10 @@ __hy_inline void event_emit(struct __sk_buff *skb, const struct event_info *i)
 		__event_emit(skb, i, EVENT_CAPTURE_LEN);
 	else if (skb->len >= 64)
 		__event_emit(skb, i, 64);
+	else if (skb->len >= 54) /* Ethernet, IPv4 and a TCP header: flags and ports */
+		__event_emit(skb, i, 54);
+	else if (skb->len >= 42) /* Ethernet, IPv4 and a UDP header: small datagrams keep their ports */
+		__event_emit(skb, i, 42);
 	else if (skb->len >= 34)
 		__event_emit(skb, i, 34);
 	else

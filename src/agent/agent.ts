@@ -14,6 +14,7 @@ import { HostDatapath } from '../datapath/host.js';
 import { Datapath, type DatapathEvent, decodeEvents, EventType } from '../datapath/index.js';
 import { ServiceMaps } from '../datapath/lb.js';
 import { errorMessage, ValidationError } from '../errors.js';
+import { AgentMetrics, cachedMapUsage, type MapUsage } from '../hubble/agent-metrics.js';
 import {
   endpointLabels,
   type Identity,
@@ -33,9 +34,11 @@ import {
   type ServiceInfo,
 } from '../policy/index.js';
 import { AgentFlows } from './flows.js';
+import { DEFAULT_DNS_PROXY_PORT, type DnsProxyStatus, dnsProxyAddress, FqdnManager } from './fqdn.js';
 import { CrdIdentityAllocator } from './identities.js';
 import { HostScopeIpam } from './ipam.js';
 import type { ClusterState, KubernetesWatcher, RemoteEndpoint } from './k8s.js';
+import { HttpProxyManager, type HttpProxyStatus } from './l7.js';
 import {
   applyServiceChanges,
   frontendKey,
@@ -65,6 +68,10 @@ export interface AgentConfig {
   devices?: string[];
   /** Hubble metrics to serve (hubble.metrics.enabled: dns, drop, tcp, flow, port-distribution, icmp, http). */
   hubbleMetrics?: string[];
+  /** The DNS proxy's port (Cilium's --tofqdns-proxy-port); 0: no DNS proxy. Default 10053. */
+  dnsProxyPort?: number;
+  /** Seconds learned DNS IPs live at least (Cilium's --tofqdns-min-ttl); default 0: the answer's TTL. */
+  toFqdnsMinTtl?: number;
 }
 
 /** What the CNI plugin tells the agent about a pod it wired. */
@@ -143,6 +150,8 @@ export interface AgentStatus {
   datapath: { pinDir: string; ok: boolean; error?: string };
   events: { seen: number; dropped: number };
   services: { frontends: number; errors: string[]; cgroup?: string };
+  httpProxy?: HttpProxyStatus;
+  dnsProxy?: DnsProxyStatus;
 }
 
 export type { ServiceRecord } from './services.js';
@@ -173,19 +182,45 @@ export class Agent {
   readonly #events = new EventEmitter();
   /** Flows from the datapath's events, for `hypha observe`. */
   readonly flows: AgentFlows;
+  /** toFQDNs and the DNS proxy. */
+  readonly fqdn: FqdnManager;
+  /** The L7 HTTP proxy child and its rules. */
+  readonly #http: HttpProxyManager;
   #eventsAbort = new AbortController();
   #eventCounts = { seen: 0, dropped: 0 };
 
   constructor(config: AgentConfig) {
     this.config = config;
     this.ipam = new HostScopeIpam(config.podCidr, join(config.stateDir, 'ipam.json'));
-    this.#datapath = Datapath.open({ pinDir: config.pinDir });
+    const dnsPort = config.dnsProxyPort ?? DEFAULT_DNS_PROXY_PORT;
+    const dnsIp = dnsPort ? dnsProxyAddress(config.nodeIp) : undefined;
+    const dnsProxy = dnsIp ? { ip: dnsIp, port: dnsPort } : undefined;
+    this.#datapath = Datapath.open({ pinDir: config.pinDir, ...(dnsProxy ? { dnsProxy } : {}) });
     this.flows = new AgentFlows({
       nodeName: config.node,
       repo: this.repo,
       endpoints: () => [...this.#endpoints.values()],
       remote: (ip) => this.#remote.get(ip),
       service: (ip, port) => this.#serviceAt.get(`${ip}:${port}`),
+    });
+    this.fqdn = new FqdnManager({
+      repo: this.repo,
+      datapath: this.#datapath,
+      apply: (d) => this.#apply(d),
+      endpoints: () => [...this.#endpoints.values()],
+      addL7: (e) => this.flows.addL7(e),
+      proxy: dnsProxy,
+      pinDir: config.pinDir,
+      minTtl: config.toFqdnsMinTtl ?? 0,
+      stateFile: join(config.stateDir, 'fqdn.json'),
+      log: (m) => console.error(`hypha agent: ${m}`),
+    });
+    this.#http = new HttpProxyManager({
+      pinDir: config.pinDir,
+      datapath: this.#datapath,
+      repo: this.repo,
+      onEvent: (e) => this.flows.addL7(e),
+      log: (m) => console.error(`hypha agent: ${m}`),
     });
     if (config.kubeconfig) {
       const alloc = new CrdIdentityAllocator();
@@ -260,6 +295,9 @@ export class Agent {
         }),
       );
     }
+    this.fqdn.start();
+    this.#http.sync(this.endpoints());
+    this.#http.start();
   }
 
   stop(): void {
@@ -269,12 +307,16 @@ export class Agent {
     for (const h of this.#hosts) h.close();
     for (const w of this.#watchers) w.close();
     this.#eventsAbort.abort();
+    void this.fqdn.close();
+    void this.#http.close();
     this.#datapath.close();
   }
 
   /** Drains the datapath's events and hands them to subscribers (monitor, flows). */
   async drainEvents(): Promise<void> {
     using reader = this.#datapath.eventReader();
+    // Losses before the agent started are not this run's: count from what the map holds now.
+    let lostSeen = this.#datapath.eventsLost();
     for await (const batch of reader.batches(this.#eventsAbort.signal)) {
       for (const ev of decodeEvents(batch)) {
         this.#eventCounts.seen++;
@@ -282,6 +324,10 @@ export class Agent {
         this.flows.add(ev);
         this.#events.emit('event', ev);
       }
+      // The ring was full at some point: say so in the flows, as Hubble's PERF_EVENT_RING_BUFFER losses.
+      const lost = this.#datapath.eventsLost();
+      if (lost > lostSeen) this.flows.ring.reportLost('PERF_EVENT_RING_BUFFER', lost - lostSeen);
+      lostSeen = lost;
     }
   }
 
@@ -417,6 +463,12 @@ export class Agent {
 
   #apply(diffs: EndpointDiff[], save = true): void {
     if (diffs.length === 0) return;
+    this.fqdn.policyChanged(); // the DNS proxy learns new dns rules before the maps send it traffic
+    this.#http.sync(
+      this.endpoints(),
+      diffs.map((d) => d.endpoint),
+    );
+    const started = performance.now();
     this.#revision++;
     const byId = new Map([...this.#endpoints.values()].map((r) => [r.id, r]));
     for (const d of diffs) {
@@ -437,11 +489,13 @@ export class Agent {
         rec.lastError = `policy: ${errorMessage(err)}`;
       }
     }
+    this.#metrics.observeRegeneration((performance.now() - started) / 1000);
     if (save) this.#save();
   }
 
   #attach(rec: EndpointRecord): void {
     const pol = this.repo.endpointPolicy(rec.id);
+    this.fqdn?.policyChanged();
     disableIpv6(rec.netns);
     this.#datapath.upsertIpcache(`${rec.ip}/32`, rec.identity);
     this.#datapath.attachEndpoint({
@@ -497,6 +551,7 @@ export class Agent {
       this.#save();
       throw err;
     }
+    this.#http.sync(this.endpoints(), [rec.id]);
     this.#save();
     return rec;
   }
@@ -512,6 +567,7 @@ export class Agent {
     this.#datapath.deleteIpcache(`${rec.ip}/32`);
     this.repo.deleteEndpoint(rec.id);
     this.#endpoints.delete(containerId);
+    this.#http.sync(this.endpoints(), [rec.id]);
     this.#save();
     return rec;
   }
@@ -556,27 +612,28 @@ export class Agent {
           ),
         ...(this.#lb ? { cgroup: this.#lbCgroup } : {}),
       },
+      httpProxy: this.#http.status(),
+      dnsProxy: this.fqdn.status(),
     };
   }
 
-  /** The agent's own metrics, in Prometheus text, after Hubble's. */
+  readonly #metrics = new AgentMetrics();
+  #mapUsage: (() => MapUsage[]) | undefined;
+
+  /** The agent's own metrics (Cilium's names), in Prometheus text, after Hubble's. */
   metricsText(): string {
+    this.#mapUsage ??= cachedMapUsage(this.config.pinDir);
     const st = this.status();
-    const gauge = (name: string, help: string, value: number) =>
-      `# HELP ${name} ${help}\n# TYPE ${name} gauge\n${name} ${value}\n`;
-    return (
-      gauge('hypha_endpoint', 'Endpoints on this node', st.endpoints.total) +
-      gauge('hypha_endpoint_not_ready', 'Endpoints whose last regeneration failed', st.endpoints.notReady) +
-      gauge('hypha_policy', 'Policies in force', st.policies) +
-      gauge('hypha_identity', 'Identities known', st.identities) +
-      gauge('hypha_services', 'Service frontends in the load balancer', st.services.frontends) +
-      gauge('hypha_datapath_events_total', 'Datapath events read from the ring buffer', st.events.seen) +
-      gauge(
-        'hypha_flow_build_errors_total',
-        'Datapath records that could not become flows',
-        this.flows.errors,
-      )
-    );
+    return this.#metrics.render({
+      endpointStates: this.endpoints().map((e) => e.state),
+      policies: st.policies,
+      identities: this.repo.identities().map(([id]) => id),
+      serviceFrontends: st.services.frontends,
+      datapathEvents: st.events.seen,
+      flowBuildErrors: this.flows.errors,
+      l7Errors: this.flows.l7Errors,
+      maps: this.#mapUsage(),
+    });
   }
 
   /** Every service frontend the agent applied, with its errors. */

@@ -88,6 +88,10 @@ export function handle(agent: Agent, method: string, path: string, body: unknown
           }),
         };
       }
+      case 'GET /v1/fqdn/:id': {
+        if (id !== 'cache') return { status: 404, body: { error: `no route ${path}` } };
+        return { status: 200, body: agent.fqdn.cache() };
+      }
       case 'GET /v1/endpoints/:id': {
         const ep = agent.endpoint(id);
         return ep ? { status: 200, body: ep } : { status: 404, body: { error: `no endpoint ${id}` } };

@@ -56,7 +56,7 @@ export interface ClusterSink {
   setIdentities(ids: Identity[]): void;
   setRemoteEndpoints(eps: RemoteEndpoint[]): void;
   /** Services whose frontends changed, by `namespace/name` (an empty list: the service is gone). */
-  updateServices(changes: Map<string, ServiceFrontend[]>): ServiceProblem[] | void;
+  updateServices(changes: Map<string, ServiceFrontend[]>): ServiceProblem[];
   /** What `toServices` policy rules select: a service's labels and selector (undefined: gone). */
   updateServicePeers(changes: Map<string, ServiceInfo | undefined>): void;
 }
@@ -252,7 +252,7 @@ export class KubernetesWatcher {
       }
       this.#dirtyServices = new Set();
       const problems = sink.updateServices(changes);
-      void this.#reportServiceProblems(changes, problems ?? []);
+      void this.#reportServiceProblems(changes, problems);
       sink.updateServicePeers(peers);
     }
   }

@@ -60,6 +60,10 @@ export class Supervisor {
     if (this.#child || this.#closing) return;
     const child = fork(CLI_MAIN, this.#o.args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.#child = child;
+    // The child must not keep its owner alive: an agent that fails or stops exits, and the
+    // child follows when the channel closes.
+    child.unref();
+    child.channel?.unref();
     child.on('message', (msg: unknown) => {
       if ((msg as { type?: unknown } | null)?.type === 'ready') {
         this.#ready = true;

@@ -18,8 +18,11 @@ import {
   type PerCpuMap,
   type RecordBatch,
   RingBufReader,
+  u32,
+  u64,
   unpin,
 } from '../bpf/index.js';
+import { ValidationError } from '../errors.js';
 import type { PolicyEntry } from '../policy/index.js';
 import {
   CT_SCOPE_EGRESS,
@@ -96,11 +99,24 @@ export function policyKeyOf(
   };
 }
 
-export function policyValueOf(e: PolicyEntry, proxyPorts: { http?: number; dns?: number }) {
+/** The proxies' ports; HTTP has one per direction (the listener tells the proxy whose policy applies). */
+export interface ProxyPorts {
+  http?: number;
+  /** For ingress redirects (default: `http`). */
+  httpIngress?: number;
+  dns?: number;
+}
+
+function proxyPortOf(e: PolicyEntry, ports: ProxyPorts): number {
+  if (e.proxy === 'dns') return ports.dns ?? 0;
+  return (e.direction === 'ingress' ? (ports.httpIngress ?? ports.http) : ports.http) ?? 0;
+}
+
+export function policyValueOf(e: PolicyEntry, proxyPorts: ProxyPorts) {
   const key = policyKeyOf(0, e);
   return {
     cookie: e.cookie,
-    proxy_port: e.verdict === 'redirect' ? ((e.proxy === 'dns' ? proxyPorts.dns : proxyPorts.http) ?? 0) : 0,
+    proxy_port: e.verdict === 'redirect' ? proxyPortOf(e, proxyPorts) : 0,
     flags:
       e.verdict === 'deny'
         ? POLICY_DENY
@@ -136,6 +152,24 @@ export interface DatapathOptions {
   objectPath?: string;
   /** Conntrack lifetimes and report interval, seconds. */
   ct?: { tcp?: number; syn?: number; closing?: number; other?: number; reportInterval?: number };
+  /**
+   * The DNS proxy's local address and port: pod DNS under a dns rule is translated to it
+   * (bpf/include/dnsproxy.h). Without it such DNS is dropped, never let through.
+   */
+  dnsProxy?: { ip: string; port: number };
+}
+
+/** A DNS proxy address and port as dnsproxy.h's constants hold them (network order). */
+function dnsProxyConstants(p: { ip: string; port: number }): Record<string, Uint8Array> {
+  const octets = p.ip.split('.').map(Number);
+  if (octets.length !== 4 || octets.some((o) => !Number.isInteger(o) || o < 0 || o > 255))
+    throw new ValidationError('datapath', 'dnsProxy.ip', `"${p.ip}" is not an IPv4 address`);
+  if (!Number.isInteger(p.port) || p.port < 1 || p.port > 65535)
+    throw new ValidationError('datapath', 'dnsProxy.port', `${p.port} is not a port`);
+  return {
+    dnsproxy_addr4: Uint8Array.from(octets),
+    dnsproxy_port: Uint8Array.from([p.port >> 8, p.port & 0xff]),
+  };
 }
 
 export class Datapath implements Disposable {
@@ -147,6 +181,8 @@ export class Datapath implements Disposable {
   readonly ct: BpfMap<CtKey, CtEntry>;
   readonly auth: BpfMap<Decoded<typeof authKey>, Decoded<typeof authInfo>>;
   readonly metrics: PerCpuMap<number, Decoded<typeof metricsValue>>;
+  /** The proxies' ports, written into redirect entries (a redirect to port 0 is dropped). */
+  readonly proxyPorts: ProxyPorts = {};
   readonly #links = new Map<number, ReturnType<typeof attachTc>[]>();
 
   private constructor(coll: Collection, pinDir: string) {
@@ -158,22 +194,33 @@ export class Datapath implements Disposable {
     this.ct = coll.map('hypha_ct4', { key: ctKey4, value: ctEntry });
     this.auth = coll.map('hypha_auth', { key: authKey, value: authInfo });
     this.metrics = coll.map('hypha_metrics', { key: metricsKey, value: metricsValue }, true);
+    this.#eventsLost = coll.map('hypha_events_lost', { key: u32, value: u64 }, true);
+  }
+
+  readonly #eventsLost: PerCpuMap<number, bigint>;
+
+  /** Events the datapath could not put in the ring (it was full), since the map was created. */
+  eventsLost(): number {
+    return Number(this.#eventsLost.sum(0));
   }
 
   /** Loads the programs, reusing maps already pinned under pinDir. */
   static open(o: DatapathOptions): Datapath {
     const object = o.objectPath ?? defaultObjectPath();
     if (!existsSync(object)) throw new Error(`datapath object ${object} is missing: run npm run build`);
-    const constants: Record<string, number> = {};
+    const constants: Record<string, number | Uint8Array> = {};
     if (o.ct?.tcp !== undefined) constants.ct_lifetime_tcp = o.ct.tcp;
     if (o.ct?.syn !== undefined) constants.ct_lifetime_syn = o.ct.syn;
     if (o.ct?.closing !== undefined) constants.ct_lifetime_closing = o.ct.closing;
     if (o.ct?.other !== undefined) constants.ct_lifetime_other = o.ct.other;
     if (o.ct?.reportInterval !== undefined) constants.ct_report_interval = o.ct.reportInterval;
+    if (o.dnsProxy) Object.assign(constants, dnsProxyConstants(o.dnsProxy));
     unpinOutdatedMetrics(o.pinDir);
     const coll = loadCollection(object, { pinPath: o.pinDir, constants });
     try {
-      return new Datapath(coll, o.pinDir);
+      const dp = new Datapath(coll, o.pinDir);
+      if (o.dnsProxy) dp.proxyPorts.dns = o.dnsProxy.port;
+      return dp;
     } catch (err) {
       coll.close();
       throw err;
@@ -229,7 +276,7 @@ export class Datapath implements Disposable {
   applyPolicy(
     endpoint: number,
     diff: { added: PolicyEntry[]; removed: PolicyEntry[] },
-    proxyPorts: { http?: number; dns?: number } = {},
+    proxyPorts: ProxyPorts = this.proxyPorts,
   ): void {
     for (const e of diff.removed) this.policy.delete(policyKeyOf(endpoint, e));
     if (diff.added.length === 0) return;
@@ -277,9 +324,13 @@ export class Datapath implements Disposable {
     return metricsTotals(this.metrics);
   }
 
-  /** A reader of the events ring; decode batches with `decodeEvents`. */
+  /**
+   * A reader of the events ring; decode batches with `decodeEvents`. Forwarded traffic
+   * wakes the reader only every EVENT_WAKEUP_BYTES (events.h), so a quiet ring is read when
+   * a wait times out: the timeout bounds how late a flow reaches `observe --follow`.
+   */
   eventReader(): RingBufReader {
-    return new RingBufReader(this.#coll.rawMap('hypha_events'));
+    return new RingBufReader(this.#coll.rawMap('hypha_events'), { pollMs: 50 });
   }
 
   /** Leaves programs attached and maps pinned (the agent's restart path). */

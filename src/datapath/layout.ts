@@ -72,6 +72,15 @@ export const ctEntry = struct({
   pad: u8,
 });
 
+/** hypha_dnsproxy4 (bpf/include/dnsproxy.h): a pod's side of an exchange with the DNS proxy. */
+export const dnsproxyKey4 = struct({ addr: ipv4, port: be16, proto: u8, pad: u8 });
+export const dnsproxyEntry4 = struct({
+  orig_daddr: ipv4,
+  orig_dport: be16,
+  endpoint: u16,
+  dst_identity: u32,
+});
+
 /** hypha_metrics is an array: the key is METRICS_INDEX(reason, direction). */
 export const metricsKey = u32;
 export const metricsValue = struct({ packets: u64, bytes: u64 });
@@ -109,5 +118,7 @@ export const LAYOUTS: Record<string, Codec<unknown> & { fields: readonly { name:
   ct_key4: ctKey4,
   ct_entry: ctEntry,
   metrics_value: metricsValue,
+  dnsproxy_key4: dnsproxyKey4,
+  dnsproxy_entry4: dnsproxyEntry4,
   event_hdr: eventHdr,
 };

@@ -2,7 +2,9 @@
  * DNS over UDP and TCP on one address and port, for the servers Hypha runs (the lab's
  * cluster DNS, the DNS proxy): UDP answers are truncated to 512 bytes with TC set; TCP
  * messages are length-prefixed and answered in order. The handler decides; a handler
- * that returns nothing drops a UDP query and closes a TCP connection.
+ * that returns nothing drops a UDP query and closes a TCP connection. A handler may
+ * return wire bytes instead of a message (a proxy relaying an answer as it came: records
+ * it does not decode keep their compressed names intact).
  */
 import { createSocket } from 'node:dgram';
 import { createServer, type Socket } from 'node:net';
@@ -18,7 +20,9 @@ export type DnsHandler = (
   client: DnsPeer,
   local: DnsPeer,
   transport: 'udp' | 'tcp',
-) => DnsMessage | undefined | Promise<DnsMessage | undefined>;
+) => DnsResponse | undefined | Promise<DnsResponse | undefined>;
+
+export type DnsResponse = DnsMessage | Uint8Array;
 
 export interface DnsListener {
   readonly port: number;
@@ -28,14 +32,15 @@ export interface DnsListener {
 export async function serveDns(host: string, port: number, handler: DnsHandler): Promise<DnsListener> {
   const udp = createSocket('udp4');
   udp.on('error', () => {}); // per-datagram send errors must not stop the server
+  let local: DnsPeer = { ip: host, port };
   udp.on('message', (msg, rinfo) => {
-    const addr = udp.address();
-    Promise.resolve(
-      handler(msg, { ip: rinfo.address, port: rinfo.port }, { ip: addr.address, port: addr.port }, 'udp'),
-    ).then(
-      (r) => r && udp.send(encodeForUdp(r), rinfo.port, rinfo.address),
-      () => {},
-    );
+    // A handler's failure (even a synchronous throw) costs one query, never the server.
+    Promise.resolve()
+      .then(() => handler(msg, { ip: rinfo.address, port: rinfo.port }, local, 'udp'))
+      .then(
+        (r) => r && udp.send(r instanceof Uint8Array ? r : encodeForUdp(r), rinfo.port, rinfo.address),
+        () => {},
+      );
   });
   await new Promise<void>((resolve, reject) => {
     udp.once('error', reject);
@@ -45,6 +50,7 @@ export async function serveDns(host: string, port: number, handler: DnsHandler):
     });
   });
   const bound = udp.address().port;
+  local = { ip: udp.address().address, port: bound };
 
   const conns = new Set<Socket>();
   const tcp = createServer((sock) => {
@@ -61,18 +67,22 @@ export async function serveDns(host: string, port: number, handler: DnsHandler):
       while (pending.length >= 2 && pending.length >= 2 + pending.readUInt16BE(0)) {
         const msg = pending.subarray(2, 2 + pending.readUInt16BE(0));
         pending = pending.subarray(2 + msg.length);
-        chain = chain.then(async () => {
-          const r = await handler(msg, client, local, 'tcp');
-          if (!r) {
+        chain = chain
+          .then(async () => {
+            const r = await handler(msg, client, local, 'tcp');
+            if (!r) {
+              sock.destroy();
+              return;
+            }
+            const out = r instanceof Uint8Array ? r : encodeMessage(r);
+            const frame = Buffer.alloc(2 + out.length);
+            frame.writeUInt16BE(out.length);
+            frame.set(out, 2);
+            sock.write(frame);
+          })
+          .catch(() => {
             sock.destroy();
-            return;
-          }
-          const out = encodeMessage(r);
-          const frame = Buffer.alloc(2 + out.length);
-          frame.writeUInt16BE(out.length);
-          frame.set(out, 2);
-          sock.write(frame);
-        });
+          });
       }
     });
   });

@@ -15,6 +15,7 @@ import {
   enumName,
   type Flow,
   formatTimestamp,
+  MessageType,
   type Policy,
   RESERVED_IDENTITY_NAMES,
   type Service,
@@ -24,6 +25,7 @@ import {
   type Verdict,
   type Workload,
 } from './flow.js';
+import { dnsSummary, fqdn, httpSummary, type L7Event } from './l7.js';
 import { decodePacket } from './packet.js';
 
 /** What the agent knows about an endpoint (a local pod) or a remote address. */
@@ -152,6 +154,9 @@ export class FlowBuilder {
   readonly #bootTimeNs: bigint;
   readonly #uuid: () => string;
   readonly #emitter: Emitter | undefined;
+  /** Endpoint messages by the enrichment's object for them, then identity. */
+  readonly #endpoints = new WeakMap<object, Map<number, Endpoint>>();
+  readonly #policyLists = new WeakMap<object, Policy[]>();
 
   constructor(o: FlowBuilderOptions) {
     this.nodeName = o.nodeName;
@@ -247,11 +252,11 @@ export class FlowBuilder {
     f.destination = destination;
     f.Type = 'L3_L4';
     if (this.nodeName) f.node_name = this.nodeName;
-    if (this.#nodeLabels.length) f.node_labels = [...this.#nodeLabels];
+    if (this.#nodeLabels.length) f.node_labels = this.#nodeLabels as string[];
     if (sourceNames?.length) f.source_names = [...sourceNames];
     if (destinationNames?.length) f.destination_names = [...destinationNames];
     if (isReply) f.reply = true;
-    f.event_type = { type: ev.type, ...(ev.subtype ? { sub_type: ev.subtype } : {}) };
+    f.event_type = ev.subtype ? { type: ev.type, sub_type: ev.subtype } : { type: ev.type };
     if (sourceService) f.source_service = sourceService;
     if (destinationService) f.destination_service = destinationService;
     if (direction !== 'TRAFFIC_DIRECTION_UNKNOWN') f.traffic_direction = direction;
@@ -276,21 +281,136 @@ export class FlowBuilder {
     return f;
   }
 
+  /**
+   * A proxy's L7 event as Hubble's L7 parser makes a flow of an access-log record: Type L7,
+   * event_type 129, `l7` with the record, is_reply for responses, the endpoints named as
+   * on L3/L4 flows, and the policy that decided in allowed_by/denied_by. Call
+   * `validateL7Event` first; past it the event is trusted.
+   */
+  buildL7(ev: L7Event): Flow {
+    const e = this.#e;
+    const egress = ev.trafficDirection === 'EGRESS';
+    // The local endpoint sent the request on egress and received it on ingress; a response
+    // travels the other way.
+    const localIsSource = egress === (ev.type === 'request');
+    const local = ev.endpointId ? e.endpointById?.(ev.endpointId) : undefined;
+    const source = this.#endpoint(ev.source.ip, ev.source.identity, localIsSource ? local : undefined);
+    const destination = this.#endpoint(
+      ev.destination.ip,
+      ev.destination.identity,
+      localIsSource ? undefined : local,
+    );
+    const ports = {
+      ...(ev.source.port ? { source_port: ev.source.port } : {}),
+      ...(ev.destination.port ? { destination_port: ev.destination.port } : {}),
+    };
+    const isResponse = ev.type === 'response';
+    const latency = isResponse && ev.latencyNs ? Math.round(ev.latencyNs) : 0;
+
+    const f: Flow = {};
+    // A double holds ms since the epoch to about 0.25 µs: keep whole microseconds.
+    const ms = Math.floor(ev.time);
+    f.time = formatTimestamp(BigInt(ms) * 1_000_000n + BigInt(Math.round((ev.time - ms) * 1000)) * 1000n);
+    f.uuid = this.#uuid();
+    if (this.#emitter) f.emitter = this.#emitter;
+    f.verdict = ev.verdict;
+    f.IP = {
+      source: ev.source.ip,
+      destination: ev.destination.ip,
+      ipVersion: ev.source.ip.includes(':') ? 'IPv6' : 'IPv4',
+    };
+    f.l4 = ev.kind === 'http' ? { TCP: ports } : { UDP: ports };
+    f.source = source;
+    f.destination = destination;
+    f.Type = 'L7';
+    if (this.nodeName) f.node_name = this.nodeName;
+    if (this.#nodeLabels.length) f.node_labels = this.#nodeLabels as string[];
+    const sourceNames = e.namesOf?.(destination.ID ?? 0, ev.source.ip);
+    const destinationNames = e.namesOf?.(source.ID ?? 0, ev.destination.ip);
+    if (sourceNames?.length) f.source_names = [...sourceNames];
+    if (destinationNames?.length) f.destination_names = [...destinationNames];
+    f.l7 = {
+      type: isResponse ? 'RESPONSE' : 'REQUEST',
+      ...(latency ? { latency_ns: String(latency) } : {}),
+    };
+    let summary = '';
+    if (ev.kind === 'http' && ev.http) {
+      const h = ev.http;
+      // Hubble leaves a request's status out: it has none yet.
+      f.l7.http = {
+        ...(isResponse && h.code ? { code: h.code } : {}),
+        method: h.method,
+        url: h.url,
+        protocol: h.protocol,
+        ...(h.headers.length ? { headers: h.headers.map((x) => ({ key: x.key, value: x.value })) } : {}),
+      };
+      summary = httpSummary(ev.type, h, latency);
+    } else if (ev.kind === 'dns' && ev.dns) {
+      const d = ev.dns;
+      f.l7.dns = isResponse
+        ? {
+            query: fqdn(d.query),
+            ...(d.ips.length ? { ips: [...d.ips] } : {}),
+            ...(d.ttl ? { ttl: d.ttl } : {}),
+            observation_source: 'proxy',
+            ...(d.rcode ? { rcode: d.rcode } : {}),
+            ...(d.qtypes.length ? { qtypes: [...d.qtypes] } : {}),
+            ...(d.rrtypes.length ? { rrtypes: [...d.rrtypes] } : {}),
+          }
+        : {
+            query: fqdn(d.query),
+            observation_source: 'proxy',
+            ...(d.qtypes.length ? { qtypes: [...d.qtypes] } : {}),
+          };
+      summary = dnsSummary(ev.type, d);
+    }
+    if (isResponse) f.reply = true;
+    f.event_type = { type: MessageType.AccessLog };
+    const srcService = e.serviceByAddr?.(ev.source.ip, ev.source.port);
+    const dstService = e.serviceByAddr?.(ev.destination.ip, ev.destination.port);
+    if (srcService) f.source_service = srcService;
+    if (dstService) f.destination_service = dstService;
+    f.traffic_direction = ev.trafficDirection;
+    f.is_reply = isResponse;
+    // A message the proxy could not read has no record to summarize: the reason stands in.
+    if (ev.verdict === 'ERROR' && ev.reason) summary = summary ? `${summary}; ${ev.reason}` : ev.reason;
+    f.Summary = summary;
+    // An error is neither allowed nor denied by the policy: it names none.
+    if (ev.policy && ev.verdict !== 'ERROR') {
+      const dir: PolicyDirection = egress ? 'egress' : 'ingress';
+      const ref: PolicyRef = {
+        kind: ev.policy.kind,
+        name: ev.policy.name,
+        ...(ev.policy.namespace ? { namespace: ev.policy.namespace } : {}),
+      };
+      const key = ev.verdict === 'FORWARDED' ? (`${dir}_allowed_by` as const) : (`${dir}_denied_by` as const);
+      f[key] = [policyOf(ref)];
+    }
+    return f;
+  }
+
+  /**
+   * The Endpoint message of one side. Endpoints repeat from flow to flow, so the message
+   * is made once per (what is known of it, identity) and shared by the flows that name
+   * it: flows are not modified once built.
+   */
   #endpoint(ip: string | undefined, datapathIdentity: number, known: EndpointInfo | undefined): Endpoint {
     const e = this.#e;
     const info = known ?? (ip ? e.endpointByIp?.(ip) : undefined);
     const identity = datapathIdentity || info?.identity || 0;
-    const labels = info?.labels ?? e.identityLabels?.(identity) ?? RESERVED_LABELS[identity] ?? [];
-    const cluster =
-      info?.clusterName ?? labels.find((l) => l.startsWith(CLUSTER_LABEL))?.slice(CLUSTER_LABEL.length);
-    const ep: Endpoint = {};
-    if (info?.id) ep.ID = info.id;
-    if (identity) ep.identity = identity;
-    if (cluster) ep.cluster_name = cluster;
-    if (info?.namespace) ep.namespace = info.namespace;
-    if (labels.length) ep.labels = [...labels].sort();
-    if (info?.podName) ep.pod_name = info.podName;
-    if (info?.workloads?.length) ep.workloads = info.workloads.map((w) => ({ ...w }));
+    const labels = info?.labels ?? e.identityLabels?.(identity) ?? RESERVED_LABELS[identity] ?? NO_LABELS;
+    // Keyed by the object the enrichment returned: a new one (a changed pod) makes a new message.
+    const owner: object = info ?? labels;
+    let byIdentity = this.#endpoints.get(owner);
+    if (!byIdentity) {
+      byIdentity = new Map();
+      this.#endpoints.set(owner, byIdentity);
+    }
+    let ep = byIdentity.get(identity);
+    if (!ep) {
+      ep = makeEndpoint(info, identity, labels);
+      byIdentity.set(identity, ep);
+    }
     return ep;
   }
 
@@ -309,18 +429,43 @@ export class FlowBuilder {
   ): void {
     const isVerdict = ev.type === EventType.PolicyVerdict;
     if (isVerdict && (verdict === 'FORWARDED' || verdict === 'REDIRECTED')) {
-      if (rule) f[`${direction}_allowed_by`] = [policyOf(rule)];
+      if (rule) f[`${direction}_allowed_by`] = this.#policyList(rule);
       return;
     }
     if (verdict !== 'DROPPED' || !(isVerdict || ev.type === EventType.Drop)) return;
-    let refs: readonly PolicyRef[] = [];
     if (reason === 'POLICY_DENIED' && ev.source !== 0) {
-      refs = this.#e.selectingPolicies?.(ev.source, direction) ?? [];
+      const refs = this.#e.selectingPolicies?.(ev.source, direction);
+      if (refs?.length) f[`${direction}_denied_by`] = this.#policyList(refs);
     } else if ((reason === 'POLICY_DENY' || reason === 'AUTH_REQUIRED') && rule) {
-      refs = [rule];
+      f[`${direction}_denied_by`] = this.#policyList(rule);
     }
-    if (refs.length) f[`${direction}_denied_by`] = refs.map(policyOf);
   }
+
+  /** Policy messages for a rule or a list of them, made once per object the enrichment returned. */
+  #policyList(refs: PolicyRef | readonly PolicyRef[]): Policy[] {
+    let list = this.#policyLists.get(refs);
+    if (!list) {
+      list = Array.isArray(refs) ? refs.map(policyOf) : [policyOf(refs as PolicyRef)];
+      this.#policyLists.set(refs, list);
+    }
+    return list;
+  }
+}
+
+const NO_LABELS: readonly string[] = [];
+
+function makeEndpoint(info: EndpointInfo | undefined, identity: number, labels: readonly string[]): Endpoint {
+  const cluster =
+    info?.clusterName ?? labels.find((l) => l.startsWith(CLUSTER_LABEL))?.slice(CLUSTER_LABEL.length);
+  const ep: Endpoint = {};
+  if (info?.id) ep.ID = info.id;
+  if (identity) ep.identity = identity;
+  if (cluster) ep.cluster_name = cluster;
+  if (info?.namespace) ep.namespace = info.namespace;
+  if (labels.length) ep.labels = [...labels].sort();
+  if (info?.podName) ep.pod_name = info.podName;
+  if (info?.workloads?.length) ep.workloads = info.workloads.map((w) => ({ ...w }));
+  return ep;
 }
 
 /**

@@ -20,6 +20,7 @@ import {
   type Verdict,
   type Workload,
 } from './flow.js';
+import { MESSAGES } from './schema.js';
 
 export interface EventTypeFilter {
   type?: number;
@@ -105,6 +106,8 @@ export function compileFilter(ff: FlowFilter, where = 'filter'): FlowPredicate {
     throw new ValidationError(where, field, reason, cause === undefined ? undefined : { cause });
   };
   const set = <T>(v: readonly T[] | undefined): v is readonly T[] => v !== undefined && v.length > 0;
+  // An ignored field would widen the answer: a field this API does not know is an error.
+  for (const key of Object.keys(ff)) if (!FILTER_FIELDS.has(key)) fail(key, 'unknown FlowFilter field');
 
   if (set(ff.uuid)) {
     const ids = new Set(ff.uuid);
@@ -238,6 +241,12 @@ export function compileFilter(ff: FlowFilter, where = 'filter'): FlowPredicate {
 }
 
 type Fail = (field: string, reason: string, cause?: unknown) => never;
+
+const FILTER_FIELDS = new Set([
+  ...(MESSAGES.FlowFilter ?? []).map((f) => f.name),
+  'experimental',
+  'ip_trace_id',
+]);
 
 function eventTypes(types: readonly EventTypeFilter[]): FlowPredicate {
   return (f) => {

@@ -433,6 +433,10 @@ export type GetFlowsResponse = ({ flow: Flow } | { lost_events: LostEvent }) & {
 
 const NS_PER_SEC = 1_000_000_000n;
 
+/** The last second formatted: flows come in time order, most in the same second as the last. */
+let lastSec = Number.NaN;
+let lastIso = '';
+
 /** Nanoseconds since the epoch as protojson prints a Timestamp. */
 export function formatTimestamp(ns: bigint): string {
   let sec = ns / NS_PER_SEC;
@@ -441,7 +445,12 @@ export function formatTimestamp(ns: bigint): string {
     nanos += NS_PER_SEC;
     sec -= 1n;
   }
-  const iso = new Date(Number(sec) * 1000).toISOString().slice(0, 19);
+  const s = Number(sec);
+  if (s !== lastSec) {
+    lastIso = new Date(s * 1000).toISOString().slice(0, 19);
+    lastSec = s;
+  }
+  const iso = lastIso;
   const n = Number(nanos);
   const frac =
     n === 0

@@ -2,6 +2,7 @@
 export * from './builder.js';
 export * from './filter.js';
 export * from './flow.js';
+export * from './l7.js';
 export * from './metrics.js';
 export * from './observe.js';
 export * from './packet.js';

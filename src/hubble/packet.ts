@@ -5,7 +5,7 @@
  * capture still yields its outer layers; the summary names the last layer decoded, as
  * Hubble's does ("TCP Flags: SYN, ACK", "ICMPv4 EchoRequest", "UDP", "IPv4").
  */
-import type { Ethernet, IP, Layer4 } from './flow.js';
+import type { Ethernet, IP, Layer4, TCPFlags } from './flow.js';
 
 export interface DecodedPacket {
   ethernet?: Ethernet;
@@ -65,25 +65,12 @@ function decodeL4(p: Uint8Array, d: DataView, off: number, proto: number, out: D
   switch (proto) {
     case IPPROTO.TCP: {
       if (p.length < off + 20) return;
-      const f = p[off + 13]!;
-      const flags = {
-        ...(f & 0x01 ? { FIN: true } : {}),
-        ...(f & 0x02 ? { SYN: true } : {}),
-        ...(f & 0x04 ? { RST: true } : {}),
-        ...(f & 0x08 ? { PSH: true } : {}),
-        ...(f & 0x10 ? { ACK: true } : {}),
-        ...(f & 0x20 ? { URG: true } : {}),
-        ...(f & 0x40 ? { ECE: true } : {}),
-        ...(f & 0x80 ? { CWR: true } : {}),
-        ...(p[off + 12]! & 0x01 ? { NS: true } : {}),
-      };
+      // Per packet: the flags byte (and NS) indexes precomputed flag sets and summaries.
+      const bits = p[off + 13]! | ((p[off + 12]! & 0x01) << 8);
+      const flags = tcpFlags(bits);
       setPorts(out, d, off, proto);
       out.l4 = { TCP: { ...portFields(out), flags } };
-      // Hubble lists the flags in this order.
-      const names = (['SYN', 'ACK', 'RST', 'FIN', 'PSH', 'URG', 'ECE', 'CWR', 'NS'] as const).filter(
-        (n) => flags[n],
-      );
-      out.summary = `TCP Flags: ${names.join(', ')}`;
+      out.summary = tcpSummary(bits);
       return;
     }
     case IPPROTO.UDP:
@@ -120,20 +107,65 @@ function setPorts(out: DecodedPacket, d: DataView, off: number, proto: number): 
 }
 
 function portFields(out: DecodedPacket): { source_port?: number; destination_port?: number } {
-  return {
-    ...(out.sourcePort ? { source_port: out.sourcePort } : {}),
-    ...(out.destinationPort ? { destination_port: out.destinationPort } : {}),
-  };
+  const r: { source_port?: number; destination_port?: number } = {};
+  if (out.sourcePort) r.source_port = out.sourcePort;
+  if (out.destinationPort) r.destination_port = out.destinationPort;
+  return r;
 }
+
+const TCP_FLAG_BITS = [
+  ['FIN', 0x01],
+  ['SYN', 0x02],
+  ['RST', 0x04],
+  ['PSH', 0x08],
+  ['ACK', 0x10],
+  ['URG', 0x20],
+  ['ECE', 0x40],
+  ['CWR', 0x80],
+  ['NS', 0x100],
+] as const;
+/** Hubble lists the flags in this order in summaries. */
+const SUMMARY_ORDER = ['SYN', 'ACK', 'RST', 'FIN', 'PSH', 'URG', 'ECE', 'CWR', 'NS'] as const;
+const flagSets = new Map<number, { flags: TCPFlags; summary: string }>();
+
+function tcpFlagSet(bits: number): { flags: TCPFlags; summary: string } {
+  let e = flagSets.get(bits);
+  if (!e) {
+    const flags: TCPFlags = {};
+    for (const [name, bit] of TCP_FLAG_BITS) if (bits & bit) flags[name] = true;
+    e = { flags, summary: `TCP Flags: ${SUMMARY_ORDER.filter((n) => flags[n]).join(', ')}` };
+    flagSets.set(bits, e);
+  }
+  return e;
+}
+
+/** Shared between flows, as flows are not modified once built. */
+function tcpFlags(bits: number): TCPFlags {
+  return tcpFlagSet(bits).flags;
+}
+
+function tcpSummary(bits: number): string {
+  return tcpFlagSet(bits).summary;
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
 function mac(p: Uint8Array, o: number): string {
-  const parts: string[] = [];
-  for (let i = 0; i < 6; i++) parts.push(p[o + i]!.toString(16).padStart(2, '0'));
-  return parts.join(':');
+  return `${HEX[p[o]!]}:${HEX[p[o + 1]!]}:${HEX[p[o + 2]!]}:${HEX[p[o + 3]!]}:${HEX[p[o + 4]!]}:${HEX[p[o + 5]!]}`;
 }
 
+/** Addresses repeat from packet to packet: their text is kept, up to a bound. */
+const ipv4Text = new Map<number, string>();
+
 function ipv4(p: Uint8Array, o: number): string {
-  return `${p[o]}.${p[o + 1]}.${p[o + 2]}.${p[o + 3]}`;
+  const n = ((p[o]! << 24) | (p[o + 1]! << 16) | (p[o + 2]! << 8) | p[o + 3]!) >>> 0;
+  let s = ipv4Text.get(n);
+  if (s === undefined) {
+    if (ipv4Text.size >= 65536) ipv4Text.clear();
+    s = `${p[o]}.${p[o + 1]}.${p[o + 2]}.${p[o + 3]}`;
+    ipv4Text.set(n, s);
+  }
+  return s;
 }
 
 /** RFC 5952 text: lower case, no leading zeros, the longest run of zero groups as `::`. */
@@ -236,4 +268,9 @@ function icmpTypeCode(table: TypeTable, type: number, code: number): string {
   if (!codes) return code === 0 ? name : `${name}(Code: ${code})`;
   const c = codes[code];
   return c === undefined ? `${name}(Code: ${code})` : `${name}(${c})`;
+}
+
+/** gopacket's name of an ICMP type and code, as Hubble prints and labels them. */
+export function icmpTypeName(v6: boolean, type: number, code: number): string {
+  return icmpTypeCode(v6 ? ICMPV6_TYPES : ICMPV4_TYPES, type, code);
 }

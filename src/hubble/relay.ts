@@ -50,6 +50,7 @@ import {
   PEER_SERVICE,
   type PeerInfo,
   peerService,
+  rejected,
   shutdown,
   sortNamespaces,
   type TlsOptions,
@@ -138,7 +139,8 @@ export async function startRelay(o: RelayOptions): Promise<ObserverServer> {
     GetDebugEvents: ((call) => {
       call.emit('error', statusError(status.UNIMPLEMENTED, 'debug events are not available from Hypha'));
     }) satisfies handleServerStreamingCall<Empty, Empty>,
-    ServerStatus: ((_call, callback) => {
+    ServerStatus: ((call, callback) => {
+      if (rejected(call.request, 'ServerStatusRequest', callback)) return;
       void statuses().then((all) => {
         const up = all.flatMap((a) => (a.status instanceof Error ? [] : [a.status]));
         const down = all.filter((a) => a.status instanceof Error).map((a) => a.peer.name);
@@ -159,7 +161,8 @@ export async function startRelay(o: RelayOptions): Promise<ObserverServer> {
         });
       });
     }) satisfies handleUnaryCall<Empty, ServerStatusResponsePB>,
-    GetNodes: ((_call, callback) => {
+    GetNodes: ((call, callback) => {
+      if (rejected(call.request, 'GetNodesRequest', callback)) return;
       void statuses().then((all) => {
         const nodes = all.map(({ peer, status: s }): NodePB => {
           const tls = pt ? { enabled: true, ...(pt.serverName ? { server_name: pt.serverName } : {}) } : {};
@@ -178,7 +181,8 @@ export async function startRelay(o: RelayOptions): Promise<ObserverServer> {
         callback(null, { nodes });
       });
     }) satisfies handleUnaryCall<Empty, GetNodesResponsePB>,
-    GetNamespaces: ((_call, callback) => {
+    GetNamespaces: ((call, callback) => {
+      if (rejected(call.request, 'GetNamespacesRequest', callback)) return;
       void Promise.all(
         peers.map((p) =>
           unary<GetNamespacesResponsePB>((cb) =>

@@ -49,6 +49,10 @@ export interface LabConfig {
   port?: number;
   /** Third octet of the underlay 10.x.0.0/24 (default 240); two labs need two. */
   underlayOctet?: number;
+  /** The relay's port on 127.0.0.1 (default 4245; 0 for any). */
+  relayPort?: number;
+  /** The Hubble UI's port on 127.0.0.1 when hubble.ui.enabled (default 12000; 0 for any). */
+  uiPort?: number;
 }
 
 /** What `lab up` and `lab status` read about a running lab. */
@@ -60,6 +64,10 @@ export interface LabState {
   server: string;
   nodes: { name: string; role: string; ip: string; podCidr: string; netns: string; agentSocket: string }[];
   world: { netns: string; hosts: { name: string; ip: string }[] };
+  /** Prometheus file_sd targets: every agent's Hubble metrics (:9965), when hubble.metrics.enabled. */
+  metricsTargets?: string;
+  /** The Hubble UI's URL when hubble.ui.enabled, or why it did not start. */
+  ui?: { url: string } | { error: string };
   startedAt: string;
 }
 
@@ -81,7 +89,8 @@ export class Lab {
   #cp: ControlPlane | undefined;
   #controllers: { close(): void } | undefined;
   #daemonSets: { close(): void } | undefined;
-  #relay: { close(): Promise<void> } | undefined;
+  #relay: { addresses: readonly string[]; close(): Promise<void> } | undefined;
+  #ui: { url: string; close(): Promise<void> } | undefined;
   #down = false;
   readonly #kubelets = new Map<string, NodeKubelet>();
   readonly #procs: Supervised[] = [];
@@ -170,7 +179,7 @@ export class Lab {
     // hubble-relay, as the tutorial enables it: every node's Observer merged on 127.0.0.1:4245.
     const { startRelay } = await import('../hubble/relay.js');
     this.#relay = await startRelay({
-      listen: ['127.0.0.1:4245'],
+      listen: [`127.0.0.1:${this.config.relayPort ?? 4245}`],
       peers: t.nodes.map((n) => ({
         name: n.name,
         address: `unix://${join(this.#path('nodes', n.name), 'hubble.sock')}`,
@@ -179,6 +188,8 @@ export class Lab {
       this.#log(`hubble relay: ${errorMessage(err)}`);
       return undefined;
     });
+    const ui = await this.#startUi();
+    const metricsTargets = this.#writeMetricsTargets(t);
     const state: LabState = {
       name: this.config.name,
       pid: process.pid,
@@ -194,10 +205,36 @@ export class Lab {
         agentSocket: join(this.#path('nodes', n.name), 'agent.sock'),
       })),
       world: { netns: t.world.netns, hosts: t.world.hosts },
+      ...(ui ? { ui } : {}),
+      ...(metricsTargets ? { metricsTargets } : {}),
       startedAt: new Date().toISOString(),
     };
     writeFileSync(this.#path('lab.json'), JSON.stringify(state, null, 2));
     return state;
+  }
+
+  /** hubble-ui when the values enable it: the service map on 127.0.0.1:12000, through the relay. */
+  async #startUi(): Promise<LabState['ui']> {
+    const hubble = this.config.values.hubble as { ui?: { enabled?: unknown } } | undefined;
+    if (hubble?.ui?.enabled !== true) return undefined;
+    const port = this.config.uiPort ?? 12000;
+    const fail = (why: string) => {
+      this.#log(`hubble ui: not started: ${why}`);
+      return { error: why };
+    };
+    if (!this.#relay) return fail('the relay is not running');
+    try {
+      const { startUiServer } = await import('../ui/index.js');
+      this.#ui = await startUiServer({
+        relay: this.#relay.addresses[0]!,
+        address: '127.0.0.1',
+        port,
+        log: (line) => this.#log(`hubble ui: ${line}`),
+      });
+      return { url: this.#ui.url };
+    } catch (err) {
+      return fail(errorMessage(err));
+    }
   }
 
   async #startApiServer(t: Topology): Promise<ControlPlane> {
@@ -371,6 +408,7 @@ export class Lab {
                   '--devices',
                   'eth0',
                   ...this.#hubbleMetricsFlag(),
+                  ...this.#dnsProxyFlags(),
                 ],
                 env: [
                   { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
@@ -389,11 +427,33 @@ export class Lab {
     });
   }
 
+  /**
+   * Where Prometheus finds the agents' metrics: each serves :9965 on its node's address,
+   * which this machine reaches over the underlay link. Written as a file_sd target file
+   * (one group per node) so a Prometheus on this machine can scrape the lab as it is.
+   */
+  #writeMetricsTargets(t: Topology): string | undefined {
+    if (this.#hubbleMetricsFlag().length === 0) return undefined;
+    const path = this.#path('prometheus-targets.json');
+    const groups = t.nodes.map((n) => ({
+      targets: [`${n.ip}:9965`],
+      labels: { cluster: this.config.name, node: n.name, k8s_app: 'hubble' },
+    }));
+    writeFileSync(path, `${JSON.stringify(groups, null, 2)}\n`);
+    return path;
+  }
+
   /** hubble.metrics.enabled from the install values, as the agents' flag. */
   #hubbleMetricsFlag(): string[] {
     const hubble = this.config.values.hubble as { metrics?: { enabled?: unknown } } | undefined;
     const list = hubble?.metrics?.enabled;
     return Array.isArray(list) && list.length ? ['--hubble-metrics', list.map(String).join(',')] : [];
+  }
+
+  /** dnsProxy.minTtl from the install values, as the agents' --tofqdns-min-ttl. */
+  #dnsProxyFlags(): string[] {
+    const minTtl = (this.config.values.dnsProxy as { minTtl?: unknown } | undefined)?.minTtl;
+    return typeof minTtl === 'number' ? ['--tofqdns-min-ttl', String(minTtl)] : [];
   }
 
   /** Cluster DNS as a real cluster has it: the coredns Deployment and the kube-dns Service. */
@@ -531,6 +591,7 @@ export class Lab {
     clearTimeout(this.#zoneTimer);
     this.#controllers?.close();
     this.#daemonSets?.close();
+    await this.#ui?.close();
     await this.#relay?.close();
     // Workload pods first, while the agents still answer CNI DEL; then the agents.
     await Promise.allSettled([...this.#kubelets.values()].map((k) => k.drain()));

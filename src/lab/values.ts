@@ -6,7 +6,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
-import { UsageError } from '../errors.js';
+import { UsageError, ValidationError } from '../errors.js';
+import { parseMetricsConfig } from '../hubble/metrics.js';
 
 export type Values = Record<string, unknown>;
 
@@ -31,15 +32,19 @@ const KNOWN: Record<string, { state: KeyStatus['state']; note: string }> = {
     note: 'flows on every agent: hypha observe, the Observer gRPC API on :4244',
   },
   'hubble.relay.enabled': { state: 'applied', note: 'the relay on 127.0.0.1:4245' },
-  'hubble.ui.enabled': { state: 'not-supported', note: 'the web UI is not implemented yet (issue #7)' },
+  'hubble.ui.enabled': {
+    state: 'applied',
+    note: 'the service map and flows on http://127.0.0.1:12000 (hypha ui), through the relay',
+  },
   'hubble.metrics.enabled': {
     state: 'applied',
-    note: "on each node's address at :9965 (options such as sourceContext are not applied yet)",
+    note: "on each node's address at :9965, with Hubble's options (sourceContext, labelsContext...); targets in <data-dir>/prometheus-targets.json",
   },
   'encryption.enabled': { state: 'not-supported', note: 'WireGuard encryption is not implemented yet' },
   'encryption.type': { state: 'not-supported', note: 'WireGuard encryption is not implemented yet' },
   'egressGateway.enabled': { state: 'not-supported', note: 'the egress gateway is not implemented yet' },
   'cluster.name': { state: 'applied', note: 'the lab cluster name' },
+  'dnsProxy.minTtl': { state: 'applied', note: "the agents' --tofqdns-min-ttl (seconds)" },
 };
 
 function setPath(v: Values, path: string, value: unknown): void {
@@ -118,6 +123,16 @@ export function reviewValues(v: Values): KeyStatus[] {
         state: 'not-supported',
         note: `ipam.mode ${String(value)}: the lab does kubernetes (and cluster-pool alike)`,
       };
+    if (key === 'hubble.metrics.enabled' && Array.isArray(value)) {
+      try {
+        parseMetricsConfig(value.map(String));
+      } catch (err) {
+        if (err instanceof ValidationError) throw new UsageError(err.message, { cause: err });
+        throw err;
+      }
+    }
+    if (key === 'dnsProxy.minTtl' && !(typeof value === 'number' && Number.isInteger(value) && value >= 0))
+      throw new UsageError(`dnsProxy.minTtl: ${String(value)} is not a whole number of seconds`);
     if ((key.endsWith('.enabled') || key === 'kubeProxyReplacement') && value === false)
       return { key, state: 'applied', note: 'off' };
     if (known) return { key, ...known };

@@ -165,7 +165,9 @@ export class PolicyRepository {
       const ep = this.#endpoints.get(id);
       if (ep && this.#selects(p, ep)) this.#setSelected(key, id, true);
     }
-    return this.#recompute(new Set([...before, ...(this.#selected.get(key) ?? [])]));
+    const touched = new Set([...before, ...(this.#selected.get(key) ?? [])]);
+    this.#allocateFqdn(p, touched);
+    return this.#recompute(touched);
   }
 
   deletePolicy(origin: PolicyOrigin): EndpointDiff[] {
@@ -257,14 +259,48 @@ export class PolicyRepository {
   dnsAnswer(name: string, ips: readonly string[], expiresAt: number): EndpointDiff[] {
     const n = name.toLowerCase().replace(/\.$/, '');
     const known = this.#dns.get(n) ?? new Map<string, number>();
+    const selected = this.#endpointsForName(n);
+    const touched = new Set(selected);
     let changed = false;
     for (const ip of ips) {
       if (!known.has(ip)) changed = true;
       known.set(ip, Math.max(known.get(ip) ?? 0, expiresAt));
-      this.local.forPrefix(`${ip}/${ip.includes(':') ? 128 : 32}`);
+      // Only names a toFQDNs selects get identities (and, from the agent, ipcache entries).
+      if (selected.size) this.#fqdnIdentity(ip, touched);
     }
     this.#dns.set(n, known);
-    return changed ? this.#recompute(this.#endpointsForName(n)) : [];
+    return changed ? this.#recompute(touched) : [];
+  }
+
+  /** Highest node-local identity this repository saw allocated for an FQDN: a larger one is new. */
+  #maxFqdnIdentity = 0;
+
+  /**
+   * The FQDN identity of an IP. A new one joins the `world` entity and every CIDR that
+   * contains the IP: endpoints whose rules use those are added to `touched`, or their
+   * entries would miss it once the IP has it in the ipcache.
+   */
+  #fqdnIdentity(ip: string, touched: Set<number>): number {
+    const prefix = `${ip}/${ip.includes(':') ? 128 : 32}`;
+    const id = this.local.forPrefix(prefix);
+    if (id > this.#maxFqdnIdentity) {
+      this.#maxFqdnIdentity = id;
+      const covers = (x: Peer) =>
+        (x.type === 'entity' && x.entity === 'world') || (x.type === 'cidr' && cidrContains(x.cidr, prefix));
+      for (const e of this.#endpointsOfPolicies((p) => p.rules.some((r) => peersOf(r).some(covers))))
+        touched.add(e);
+    }
+    return id;
+  }
+
+  /** Identities for the learned names a policy's toFQDNs select (a policy added after the answers). */
+  #allocateFqdn(p: Policy, touched: Set<number>): void {
+    const selectors = p.rules.flatMap((r) =>
+      peersOf(r).flatMap((x) => (x.type === 'fqdn' ? [compileSelector(x.selector)] : [])),
+    );
+    if (selectors.length === 0) return;
+    for (const [name, ips] of this.#dns)
+      if (selectors.some((m) => m(name))) for (const ip of ips.keys()) this.#fqdnIdentity(ip, touched);
   }
 
   /** Forgets DNS IPs that expired before `now` unless `inUse` says a connection holds them. */
@@ -298,6 +334,11 @@ export class PolicyRepository {
 
   identities(): [number, Labels][] {
     return [...this.#identities.entries()].map(([id, i]) => [id, i.labels]);
+  }
+
+  /** Whether a toFQDNs selector of a policy on a local endpoint selects the name (its IPs then need FQDN identities). */
+  fqdnSelects(name: string): boolean {
+    return this.#endpointsForName(name.toLowerCase().replace(/\.$/, '')).size > 0;
   }
 
   dnsCache(): { name: string; ip: string; expiresAt: number }[] {

@@ -106,15 +106,16 @@ describe('endpoint programs on crafted packets', { skip: skipUnlessPrivileged() 
     assert.equal(ev.length, 2);
   });
 
-  test('events capture the packet in steps of 128, 64 and 34 bytes', () => {
+  test('events capture the packet in steps of 128, 64, 54 (TCP headers) and 42 (UDP headers) bytes', () => {
     setEndpoint(false, false);
-    const captured = (payload: number, sport: number) => {
-      assert.equal(run('to_container', inbound(8080, { payload, sport })), TcAct.Ok);
+    const captured = (payload: number, sport: number, proto: 'tcp' | 'udp' = 'tcp') => {
+      assert.equal(run('to_container', inbound(8080, { payload, sport, proto })), TcAct.Ok);
       return events().map((e) => e.packet.length);
     };
     assert.deepEqual(captured(200, 51000), [128, 128]);
     assert.deepEqual(captured(16, 51001), [64, 64]);
-    assert.deepEqual(captured(0, 51002), [34, 34]);
+    assert.deepEqual(captured(0, 51002), [54, 54], 'a bare TCP segment keeps its flags');
+    assert.deepEqual(captured(4, 51003, 'udp'), [42, 42], 'a small datagram keeps its ports');
   });
 
   test('no matching entry drops with 133, a deny with 181; both are reported and counted', () => {
@@ -217,5 +218,25 @@ describe('endpoint programs on crafted packets', { skip: skipUnlessPrivileged() 
     dp.endpoints.delete({ ifindex: LO });
     assert.equal(run('to_container', inbound(8080)), TcAct.Shot);
     assert.equal(events().find((e) => e.type === EventType.Drop)?.subtype, 165);
+  });
+  test('events the ring has no room for are counted, never silently gone', () => {
+    dp.applyPolicy(7, { added: [entry({ port: 9999 })], removed: [] });
+    assert.equal(run('to_container', inbound(8080)), TcAct.Shot);
+    const perRun = events().length;
+    assert.ok(perRun >= 1);
+    const before = dp.eventsLost();
+    // Every run is a drop (~180-byte records) and nobody reads: 40,000 runs overflow 4 MiB.
+    const coll = loadCollection(defaultObjectPath(), { pinPath: pinDir });
+    try {
+      const r = coll.program('to_container').testRun({ data: packet(inbound(8080)), repeat: 40_000 });
+      assert.equal(r.retval, TcAct.Shot);
+    } finally {
+      coll.close();
+    }
+    const lost = dp.eventsLost() - before;
+    let kept = 0;
+    for (let n = events().length; n > 0; n = events().length) kept += n;
+    assert.ok(lost > 0, `no loss counted (${kept} events kept)`);
+    assert.equal(kept + lost, perRun * 40_000, 'every event is either in the ring or counted as lost');
   });
 });

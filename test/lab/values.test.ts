@@ -16,7 +16,7 @@ test("the tutorial's values file loads unchanged and every key gets a verdict", 
   assert.equal(review.get('operator.replicas'), 'not-applicable');
   assert.equal(review.get('bgpControlPlane.enabled'), 'applied');
   assert.equal(review.get('hubble.metrics.enabled'), 'applied');
-  assert.equal(review.get('hubble.ui.enabled'), 'not-supported');
+  assert.equal(review.get('hubble.ui.enabled'), 'applied');
   assert.equal(review.get('encryption.type'), 'not-supported');
   assert.equal(reviewValues(v).length, 13, 'every leaf key is reported');
 });

@@ -3,7 +3,13 @@ import { createServer, type Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { CompiledRuleSet } from '../../src/policy/http.js';
+import {
+  MARK_MAGIC_PROXY_EGRESS,
+  MARK_MAGIC_PROXY_INGRESS,
+  upstreamMark,
+} from '../../src/proxy/http/main.js';
 import { createHttpProxy, type HttpProxy, type HttpRecord } from '../../src/proxy/http/proxy.js';
+import { type ProxyEndpoint, RedirectTable } from '../../src/proxy/http/rules.js';
 
 const FRONTEND = 1001;
 const OTHER = 1002;
@@ -54,9 +60,14 @@ describe('L7 HTTP proxy', () => {
   let port = 0;
   let peer = FRONTEND;
   const records: HttpRecord[] = [];
+  /** Requests the backend received, and the last one's headers. */
+  const seen: string[] = [];
+  let lastHeaders: Record<string, unknown> = {};
 
   before(async () => {
     backend = createServer((req, res) => {
+      seen.push(`${req.method} ${req.url}`);
+      lastHeaders = req.headers;
       let body = '';
       req.on('data', (d) => (body += d));
       req.on('end', () => {
@@ -136,26 +147,103 @@ describe('L7 HTTP proxy', () => {
     c.sock.destroy();
   });
 
-  test('smuggling, bad request lines and oversized headers are refused and recorded', async () => {
-    const cases: [string, RegExp][] = [
+  test('smuggling, bad request lines and oversized headers are refused, recorded, and reach nothing', async () => {
+    // Each hides a second request (GET /admin) that a lenient parser would forward.
+    const hidden = 'GET /admin HTTP/1.1\r\nHost: x\r\n\r\n';
+    const cases: [string, string, RegExp][] = [
       [
-        'POST /api/v1/products HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n',
+        'Content-Length and Transfer-Encoding',
+        `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${hidden}`,
         /^HTTP\/1\.1 400/,
       ],
-      ['GARBAGE\r\n\r\n', /^HTTP\/1\.1 400/],
-      [`GET /api/v1/products HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(8000)}\r\n\r\n`, /^HTTP\/1\.1 431/],
-      ['GET /api/v1/products HTTP/1.1\r\n\r\n', /^HTTP\/1\.1 400/], // no Host
+      [
+        'Transfer-Encoding then Content-Length',
+        `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 48\r\n\r\n0\r\n\r\n${hidden}`,
+        /^HTTP\/1\.1 400/,
+      ],
+      [
+        'an encoding that is not chunked last',
+        `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n${hidden}`,
+        /^HTTP\/1\.1 400/,
+      ],
+      [
+        'whitespace before the colon',
+        `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n${hidden}`,
+        /^HTTP\/1\.1 400/,
+      ],
+      [
+        'two Content-Lengths',
+        `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 47\r\n\r\n${hidden}`,
+        /^HTTP\/1\.1 400/,
+      ],
+      ['a bad request line', 'GARBAGE\r\n\r\n', /^HTTP\/1\.1 400/],
+      ['a request line with a bare LF', 'GET /api/v1/products HTTP/1.1\nHost: x\n\n', /^HTTP\/1\.1 400/],
+      ['a bad version', 'GET /api/v1/products HTTP/9.9\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400/],
+      [
+        'oversized headers',
+        `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(8000)}\r\n\r\n`,
+        /^HTTP\/1\.1 431/,
+      ],
+      ['HTTP/1.1 without Host', 'GET /api/v1/products HTTP/1.1\r\n\r\n', /^HTTP\/1\.1 400/],
     ];
-    for (const [raw, expected] of cases) {
+    for (const [what, raw, expected] of cases) {
       const before = records.length;
+      seen.length = 0;
       const c = new RawClient(port);
       const out = await c.send(raw, /\r\n\r\n/);
-      assert.match(out, expected, raw.slice(0, 40));
-      assert.doesNotMatch(out, /"path":"\/admin"/, 'nothing reached the backend');
-      await new Promise((r) => setTimeout(r, 20));
-      assert.ok(c.closed, 'connection closed');
-      assert.ok(records.length > before, 'recorded');
+      assert.match(out, expected, what);
+      await new Promise((r) => setTimeout(r, 30));
+      assert.deepEqual(seen, [], `${what}: nothing reached the backend`);
+      assert.ok(c.closed, `${what}: connection closed`);
+      const rec = records.slice(before);
+      assert.ok(
+        rec.some((r) => r.verdict === 'denied' && (r.code === 400 || r.code === 431)),
+        `${what}: recorded as denied`,
+      );
     }
+  });
+
+  test('a denied request with a body leaves the connection usable (Content-Length and chunked)', async () => {
+    peer = FRONTEND;
+    const c = new RawClient(port);
+    const body = 'x'.repeat(3000);
+    const post = await c.send(
+      `POST /api/v1/products HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+      /Access denied\r\n$/,
+    );
+    assert.match(post, /^HTTP\/1\.1 403 Forbidden/);
+    const chunked = await c.send(
+      'PUT /api/v1/products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nGET \r\n0\r\n\r\n',
+      /Access denied\r\n$/,
+    );
+    assert.match(chunked, /^HTTP\/1\.1 403/);
+    seen.length = 0;
+    const ok = await c.send('GET /api/v1/products HTTP/1.1\r\nHost: x\r\n\r\n', /\}$/);
+    assert.match(ok, /^HTTP\/1\.1 200/);
+    assert.deepEqual(seen, ['GET /api/v1/products'], 'the denied bodies were not read as requests');
+    assert.equal(c.closed, false);
+    c.sock.destroy();
+  });
+
+  test('hop-by-hop headers stay on their hop; Upgrade is no tunnel; CONNECT is refused', async () => {
+    const c = new RawClient(port);
+    const ok = await c.send(
+      'GET /api/v1/products HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, X-Hop\r\nUpgrade: websocket\r\nX-Hop: 1\r\nX-Keep: 2\r\n\r\n',
+      /\}$/,
+    );
+    assert.match(ok, /^HTTP\/1\.1 200/);
+    assert.equal(lastHeaders.upgrade, undefined);
+    assert.equal(lastHeaders['x-hop'], undefined);
+    assert.equal(lastHeaders['x-keep'], '2');
+    c.sock.destroy();
+    seen.length = 0;
+    const t = new RawClient(port);
+    const out = await t.send('CONNECT catalog:8080 HTTP/1.1\r\nHost: catalog:8080\r\n\r\n', /denied\r\n$/);
+    assert.match(out, /^HTTP\/1\.1 403/);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.ok(t.closed);
+    assert.deepEqual(seen, []);
+    assert.ok(records.some((r) => r.method === 'CONNECT' && r.verdict === 'denied'));
   });
 
   test('an unreachable upstream gives 503, not a hang', async () => {
@@ -177,5 +265,155 @@ describe('L7 HTTP proxy', () => {
       () => new CompiledRuleSet({ groups: [{ identities: [], rules: [{ path: '/a(' }] }] }),
       /groups\[0\]\.rules\[0\]\.path/,
     );
+  });
+});
+
+describe('L7 HTTP proxy: streaming', () => {
+  let backend: Server;
+  let proxy: HttpProxy;
+  let port = 0;
+  /** Resolves the backend's pending response (it streams until then). */
+  let finish: (() => void) | undefined;
+  let uploadSeen: ((chunk: string) => void) | undefined;
+
+  before(async () => {
+    backend = createServer((req, res) => {
+      if (req.url === '/api/v1/products/upload') {
+        req.on('data', (d: Buffer) => uploadSeen?.(d.toString()));
+        req.on('end', () => res.end('uploaded'));
+        return;
+      }
+      // A chunked response whose first part goes out long before the last.
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('first part\n');
+      finish = () => res.end('last part\n');
+    });
+    await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
+    const backendPort = (backend.address() as { port: number }).port;
+    proxy = createHttpProxy({
+      resolve: () => ({ host: '127.0.0.1', port: backendPort, rules: allowAll, peerIdentity: FRONTEND }),
+    });
+    port = await proxy.listen(0, '127.0.0.1');
+  });
+  after(async () => {
+    await proxy.close();
+    backend.closeAllConnections();
+    await new Promise((r) => backend.close(r));
+  });
+
+  const allowAll = new CompiledRuleSet({ groups: [{ identities: [], rules: [{ path: '/api/.*' }] }] });
+
+  test('a response streams through chunk by chunk, chunked on the wire', async () => {
+    const c = new RawClient(port);
+    const head = await c.send('GET /api/v1/products HTTP/1.1\r\nHost: x\r\n\r\n', /first part\n\r\n$/);
+    assert.match(head, /transfer-encoding: chunked/i);
+    assert.match(head, /first part/);
+    assert.doesNotMatch(head, /last part/, 'the first chunk arrived before the backend finished');
+    finish?.();
+    const rest = await c.send('', /\r\n0\r\n\r\n$/);
+    assert.match(rest, /last part/);
+    c.sock.destroy();
+  });
+
+  test('a request body streams to the destination before the client finishes it', async () => {
+    const c = new RawClient(port);
+    const got = new Promise<string>((resolve) => {
+      uploadSeen = resolve;
+    });
+    c.sock.write(
+      'POST /api/v1/products/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\npart-1\r\n',
+    );
+    assert.equal(await got, 'part-1');
+    uploadSeen = undefined;
+    const res = await c.send('6\r\npart-2\r\n0\r\n\r\n', /uploaded/);
+    assert.match(res, /^HTTP\/1\.1 200/);
+    c.sock.destroy();
+  });
+});
+
+describe('L7 HTTP proxy: which entry a connection falls under', () => {
+  const rulesOf = (path: string) => [{ method: 'GET', path }];
+  const table = new RedirectTable();
+  const ep: ProxyEndpoint = {
+    id: 7,
+    ip: '10.0.0.7',
+    identity: 300,
+    entries: [
+      // Any peer on 8080: /any only. The frontend on 8080: /front only. The frontend on
+      // 8080-8083 (a /14 block): /range. The frontend, egress, any TCP port: /out.
+      {
+        direction: 'ingress',
+        identity: 0,
+        protocol: 6,
+        port: 8080,
+        portPrefixLen: 16,
+        rules: rulesOf('/any'),
+      },
+      {
+        direction: 'ingress',
+        identity: FRONTEND,
+        protocol: 6,
+        port: 8080,
+        portPrefixLen: 16,
+        rules: rulesOf('/front'),
+      },
+      {
+        direction: 'ingress',
+        identity: FRONTEND,
+        protocol: 6,
+        port: 8080,
+        portPrefixLen: 14,
+        rules: rulesOf('/range'),
+      },
+      {
+        direction: 'egress',
+        identity: FRONTEND,
+        protocol: 6,
+        port: 0,
+        portPrefixLen: 0,
+        rules: rulesOf('/out'),
+      },
+    ],
+  };
+  table.apply({ type: 'endpoints', full: true, upsert: [ep], remove: [] });
+  const allows = (m: ReturnType<RedirectTable['match']>, path: string) =>
+    m?.rules.match(0, { method: 'GET', path, host: '', headers: new Map() }).allowed;
+
+  test("the datapath's choice: longest port prefix, then the exact identity", () => {
+    assert.equal(allows(table.match(ep, 'ingress', FRONTEND, 8080), '/front'), true);
+    assert.equal(allows(table.match(ep, 'ingress', FRONTEND, 8080), '/any'), false);
+    assert.equal(allows(table.match(ep, 'ingress', OTHER, 8080), '/any'), true);
+    assert.equal(allows(table.match(ep, 'ingress', FRONTEND, 8082), '/range'), true);
+    assert.equal(table.match(ep, 'ingress', OTHER, 8082), undefined);
+    assert.equal(allows(table.match(ep, 'egress', FRONTEND, 443), '/out'), true);
+    assert.equal(table.match(ep, 'egress', OTHER, 443), undefined);
+  });
+
+  test('updates replace an endpoint; removal forgets it; a bad rule changes nothing', () => {
+    const t = new RedirectTable();
+    assert.equal(t.synced, false);
+    t.apply({ type: 'endpoints', full: true, upsert: [ep], remove: [] });
+    assert.equal(t.synced, true);
+    assert.equal(t.endpointAt('10.0.0.7')?.id, 7);
+    assert.throws(
+      () =>
+        t.apply({
+          type: 'endpoints',
+          full: false,
+          upsert: [{ ...ep, entries: [{ ...ep.entries[0]!, rules: [{ path: '(' }] }] }],
+          remove: [],
+        }),
+      /endpoint 7 entries\[0\]/,
+    );
+    assert.equal(allows(t.match(ep, 'ingress', FRONTEND, 8080), '/front'), true, 'unchanged');
+    t.apply({ type: 'endpoints', full: false, upsert: [], remove: [7] });
+    assert.equal(t.endpointAt('10.0.0.7'), undefined);
+    assert.equal(t.match(ep, 'ingress', FRONTEND, 8080), undefined);
+  });
+
+  test('upstream marks carry 24 bits of identity; node-local identities read as world', () => {
+    assert.equal(upstreamMark(MARK_MAGIC_PROXY_INGRESS, 0x12345), 0x23450a01);
+    assert.equal(upstreamMark(MARK_MAGIC_PROXY_EGRESS, 256), 0x01000b00);
+    assert.equal(upstreamMark(MARK_MAGIC_PROXY_INGRESS, (1 << 24) | 5), 0x00020a00);
   });
 });

@@ -6,7 +6,7 @@ import { serveApi } from '../../agent/api.js';
 import { callAgent, defaultSocket } from '../../agent/client.js';
 import { dropReasonName, summarizePacket } from '../../datapath/index.js';
 import { UsageError } from '../../errors.js';
-import { HubbleMetrics, METRIC_NAMES, parseEnabled } from '../../hubble/metrics.js';
+import { HubbleMetrics, parseMetricsConfig, splitMetricsFlag } from '../../hubble/metrics.js';
 import { formatLabels } from '../../identity/index.js';
 import { KubeClient, loadKubeconfig } from '../../k8s/client.js';
 import { protoName } from '../../policy/index.js';
@@ -18,6 +18,13 @@ function lbAlgorithm(v: string): 'random' | 'maglev' {
   if (v !== 'random' && v !== 'maglev')
     throw new UsageError(`--lb-algorithm: "${v}" is not random or maglev`);
   return v;
+}
+
+function wholeNumber(flag: string, v: unknown, max: number): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(String(v)) || n > max)
+    throw new UsageError(`--${flag}: "${String(v)}" is not a whole number up to ${max}`);
+  return n;
 }
 
 function socketOf(values: Record<string, unknown>): string {
@@ -37,6 +44,8 @@ const AGENT_KEYS = [
   'lb-algorithm',
   'devices',
   'hubble-metrics',
+  'tofqdns-min-ttl',
+  'tofqdns-proxy-port',
 ];
 
 /** The agent's config file: the flags' names as keys; unknown keys and wrong types are errors. */
@@ -132,6 +141,16 @@ export const agentCommands: Command[] = [
         description:
           'Hubble metrics on <node-ip>:9965, comma-separated (dns,drop,tcp,flow,port-distribution,icmp,http)',
       },
+      'tofqdns-min-ttl': {
+        type: 'string',
+        value: 'seconds',
+        description: 'learned DNS IPs stay allowed at least this long (default 0: the answer TTL)',
+      },
+      'tofqdns-proxy-port': {
+        type: 'string',
+        value: 'port',
+        description: 'the DNS proxy port (default 10053; 0: no DNS proxy, DNS under dns rules is dropped)',
+      },
     },
     async run({ values: flags, stdout, signal }) {
       const values = { ...readAgentConfig(flags.config as string | undefined), ...definedOnly(flags) };
@@ -165,9 +184,22 @@ export const agentCommands: Command[] = [
         ...(values['lb-algorithm'] ? { lbAlgorithm: lbAlgorithm(values['lb-algorithm'] as string) } : {}),
         ...(values.devices ? { devices: String(values.devices).split(',').filter(Boolean) } : {}),
         ...(values['hubble-metrics']
-          ? { hubbleMetrics: String(values['hubble-metrics']).split(',').filter(Boolean) }
+          ? { hubbleMetrics: splitMetricsFlag(String(values['hubble-metrics'])) }
+          : {}),
+        ...(values['tofqdns-min-ttl'] !== undefined
+          ? { toFqdnsMinTtl: wholeNumber('tofqdns-min-ttl', values['tofqdns-min-ttl'], 0xffffffff) }
+          : {}),
+        ...(values['tofqdns-proxy-port'] !== undefined
+          ? { dnsProxyPort: wholeNumber('tofqdns-proxy-port', values['tofqdns-proxy-port'], 65535) }
           : {}),
       };
+      // Checked before the agent touches anything: a bad entry must not leave half an agent.
+      let enabled: ReturnType<typeof parseMetricsConfig> = [];
+      try {
+        enabled = parseMetricsConfig(config.hubbleMetrics ?? []);
+      } catch (err) {
+        throw new UsageError(`--hubble-metrics: ${(err as Error).message}`, { cause: err });
+      }
       const agent = new Agent(config);
       agent.start();
       await agent.startWatching();
@@ -176,12 +208,7 @@ export const agentCommands: Command[] = [
         .catch((err: unknown) => stdout.write(`hypha agent: event reader stopped: ${String(err)}\n`));
       const server = await serveApi(agent, config.socket);
       let metricsServer: import('node:http').Server | undefined;
-      if (config.hubbleMetrics?.length) {
-        const { enabled, unknown } = parseEnabled(config.hubbleMetrics);
-        if (unknown.length)
-          throw new UsageError(
-            `--hubble-metrics: unknown ${unknown.join(', ')} (known: ${METRIC_NAMES.join(', ')})`,
-          );
+      if (enabled.length) {
         const metrics = new HubbleMetrics(enabled);
         agent.flows.metrics = metrics;
         const { createServer } = await import('node:http');

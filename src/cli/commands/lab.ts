@@ -299,6 +299,10 @@ export const labCommands: Command[] = [
         [
           '',
           `Lab ${name} is up in ${secs} s: ${state.nodes.length} nodes, ${pods.length} pods ready.`,
+          ...(state.ui
+            ? ['url' in state.ui ? `Hubble UI: ${state.ui.url}` : `Hubble UI not started: ${state.ui.error}`]
+            : []),
+          ...(state.metricsTargets ? [`Hubble metrics: Prometheus targets in ${state.metricsTargets}`] : []),
           '',
           'Try next:',
           `  export KUBECONFIG=${state.kubeconfig}`,
@@ -415,7 +419,9 @@ export const labCommands: Command[] = [
         stdout.write(`${JSON.stringify({ ...s, nodesReady: nodes.length, pods: pods.length }, null, 2)}\n`);
         return 0;
       }
-      stdout.write(`Lab ${s.name} (pid ${s.pid}), API server ${s.server}\nkubeconfig: ${s.kubeconfig}\n\n`);
+      stdout.write(`Lab ${s.name} (pid ${s.pid}), API server ${s.server}\nkubeconfig: ${s.kubeconfig}\n`);
+      if (s.metricsTargets) stdout.write(`Hubble metrics (Prometheus file_sd): ${s.metricsTargets}\n`);
+      stdout.write('\n');
       const rows = s.nodes.map((n) => {
         const obj = nodes.find((x) => x.metadata.name === n.name);
         const ready =

@@ -2,11 +2,17 @@
 export {
   type GetFlowsRequestPB,
   type GetFlowsResponsePB,
+  type GetNamespacesResponsePB,
+  type GetNodesResponsePB,
   hyphaVersion,
+  type NamespacePB,
+  type NodePB,
+  type NodeState,
   type ObserverClient,
   observerClient,
   protoDir,
   type ServerStatusResponsePB,
+  type TimestampPB,
 } from './proto.js';
 export {
   type ObserverServer,

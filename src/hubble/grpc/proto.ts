@@ -70,11 +70,177 @@ function definitions(): Record<string, AnyDefinition> {
   return loaded;
 }
 
-/** A service of the loaded files, e.g. `observer.Observer`. */
+/**
+ * A service of the loaded files, e.g. `observer.Observer`. Its servers' requests are
+ * checked as they are decoded: bytes that are not a message, or fields the message does
+ * not have, are remembered against the request (`requestProblem`) so that the handler
+ * answers INVALID_ARGUMENT naming them, instead of grpc-js failing the call as INTERNAL
+ * or an unknown filter field being dropped silently (which would widen the answer).
+ */
 export function serviceDefinition(name: string): ServiceDefinition {
   const d = definitions()[name];
   if (!d || 'format' in d) throw new Error(`${name} is not a service of the Observer API's protos`);
-  return d as ServiceDefinition;
+  const service = d as ServiceDefinition;
+  const checked: Record<string, ServiceDefinition[string]> = {};
+  for (const [method, def] of Object.entries(service)) {
+    const type = (def as { requestType?: { type?: Descriptor } }).requestType?.type;
+    const full = type ? `${name.slice(0, name.lastIndexOf('.'))}.${type.name}` : undefined;
+    checked[method] = {
+      ...def,
+      requestDeserialize: (buf: Buffer) => {
+        const unknown: Problem[] = [];
+        try {
+          if (full) scanFields(buf, full, '', unknown, 0);
+        } catch (err) {
+          return withProblem(
+            {},
+            { field: '', reason: `not a ${full ?? 'request'} message: ${errorText(err)}` },
+          );
+        }
+        let req: object;
+        try {
+          req = def.requestDeserialize(buf) as object;
+        } catch (err) {
+          return withProblem(
+            {},
+            { field: '', reason: `not a ${full ?? 'request'} message: ${errorText(err)}` },
+          );
+        }
+        return unknown[0] ? withProblem(req, unknown[0]) : req;
+      },
+    };
+  }
+  return checked as ServiceDefinition;
+}
+
+// ---------------------------------------------------------------- request checks
+
+interface FieldDescriptor {
+  name: string;
+  number: number;
+  type: string;
+  typeName?: string;
+}
+
+interface Descriptor {
+  name: string;
+  field?: FieldDescriptor[];
+  nestedType?: Descriptor[];
+  reservedRange?: { start: number; end: number }[];
+}
+
+/** What is wrong with a request, as a field path (within the request) and a reason. */
+export interface Problem {
+  field: string;
+  reason: string;
+}
+
+const problems = new WeakMap<object, Problem>();
+
+function withProblem(req: object, p: Problem): object {
+  problems.set(req, p);
+  return req;
+}
+
+/** Why a decoded request cannot be served as sent; undefined when it can. */
+export function requestProblem(req: object): Problem | undefined {
+  return problems.get(req);
+}
+
+const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+/** A message's descriptor by full name, nested messages included (`a.B.C`). */
+function descriptor(full: string): Descriptor | undefined {
+  const d = definitions()[full];
+  if (d && 'format' in d) return (d as unknown as { type: Descriptor }).type;
+  const dot = full.lastIndexOf('.');
+  if (dot < 0) return undefined;
+  return descriptor(full.slice(0, dot))?.nestedType?.find((n) => n.name === full.slice(dot + 1));
+}
+
+/** A field's message type as protobuf resolves names: innermost scope first. */
+function resolveIn(scope: string, typeName: string): string | undefined {
+  const name = typeName.replace(/^\./, '');
+  if (typeName.startsWith('.')) return descriptor(name) ? name : undefined;
+  for (let s = scope; ; ) {
+    const full = s ? `${s}.${name}` : name;
+    if (descriptor(full)) return full;
+    if (!s) return undefined;
+    const dot = s.lastIndexOf('.');
+    s = dot < 0 ? '' : s.slice(0, dot);
+  }
+}
+
+const MAX_DEPTH = 32;
+
+function varint(buf: Uint8Array, at: number): [number, number] {
+  let v = 0;
+  let mul = 1;
+  for (let i = at; i < buf.length && i < at + 10; i++) {
+    const b = buf[i]!;
+    v += (b & 0x7f) * mul;
+    mul *= 128;
+    if ((b & 0x80) === 0) return [v, i + 1];
+  }
+  throw new Error(`truncated varint at byte ${at}`);
+}
+
+/**
+ * Walks a message's wire bytes and records fields its descriptor does not declare
+ * (reserved numbers are known, just unused), descending into message fields. Throws on
+ * bytes that are not a message.
+ */
+function scanFields(buf: Uint8Array, message: string, path: string, out: Problem[], depth: number): void {
+  if (depth > MAX_DEPTH) throw new Error('messages nested too deeply');
+  const d = descriptor(message);
+  if (!d) return;
+  const counts = new Map<number, number>();
+  let at = 0;
+  while (at < buf.length) {
+    const [key, next] = varint(buf, at);
+    at = next;
+    const number = Math.floor(key / 8);
+    const wire = key & 7;
+    if (number === 0) throw new Error('field number 0');
+    const field = d.field?.find((f) => f.number === number);
+    let body: Uint8Array | undefined;
+    switch (wire) {
+      case 0:
+        at = varint(buf, at)[1];
+        break;
+      case 1:
+        at += 8;
+        break;
+      case 5:
+        at += 4;
+        break;
+      case 2: {
+        const [len, start] = varint(buf, at);
+        at = start + len;
+        body = buf.subarray(start, at);
+        break;
+      }
+      default:
+        throw new Error(`wire type ${wire} of field ${number} is not supported`);
+    }
+    if (at > buf.length) throw new Error(`field ${number} runs past the end`);
+    const index = counts.get(number) ?? 0;
+    counts.set(number, index + 1);
+    if (!field) {
+      if (!d.reservedRange?.some((r) => number >= r.start && number <= r.end))
+        out.push({
+          field: path || d.name,
+          reason: `unknown field number ${number} (this API does not know it)`,
+        });
+      continue;
+    }
+    if (field.type !== 'TYPE_MESSAGE' || !field.typeName || body === undefined) continue;
+    const type = resolveIn(message, field.typeName);
+    if (!type || type.startsWith('google.protobuf.')) continue;
+    const repeated = (field as { label?: string }).label === 'LABEL_REPEATED';
+    const sub = `${path ? `${path}.` : ''}${field.name}${repeated ? `[${index}]` : ''}`;
+    scanFields(body, type, sub, out, depth + 1);
+  }
 }
 
 function messageDefinition(name: string): MessageTypeDefinition<object, object> | undefined {
@@ -325,6 +491,8 @@ function filterFromPB(pb: PBObject, where: string): FlowFilter {
 /** A decoded GetFlowsRequest as filter.ts's GetFlowsRequest; a ValidationError names the bad field. */
 export function requestFromPB(pb: GetFlowsRequestPB): GetFlowsRequest {
   const object = 'GetFlowsRequest';
+  const problem = requestProblem(pb);
+  if (problem) throw new ValidationError(object, problem.field || '(message)', problem.reason);
   const number = Number(pb.number ?? 0);
   if (!Number.isFinite(number) || number < 0)
     throw new ValidationError(object, 'number', `${String(pb.number)} is not a count`);

@@ -27,6 +27,7 @@ import {
   hyphaVersion,
   type NamespacePB,
   requestFromPB,
+  requestProblem,
   type ServerStatusResponsePB,
   type StatusError,
   serviceDefinition,
@@ -117,7 +118,8 @@ export async function startObserverServer(o: ObserverServerOptions): Promise<Obs
     GetFlows: getFlows,
     GetAgentEvents: unimplemented('agent events'),
     GetDebugEvents: unimplemented('debug events'),
-    GetNodes: ((_call, callback) => {
+    GetNodes: ((call, callback) => {
+      if (rejected(call.request, 'GetNodesRequest', callback)) return;
       const s = serverStatus();
       callback(null, {
         nodes: [
@@ -135,11 +137,13 @@ export async function startObserverServer(o: ObserverServerOptions): Promise<Obs
         ],
       });
     }) satisfies handleUnaryCall<Empty, GetNodesResponsePB>,
-    GetNamespaces: ((_call, callback) => {
+    GetNamespaces: ((call, callback) => {
+      if (rejected(call.request, 'GetNamespacesRequest', callback)) return;
       const list = o.namespaces ? o.namespaces() : recentNamespaces(o.ring);
       callback(null, { namespaces: sortNamespaces(list) });
     }) satisfies handleUnaryCall<Empty, GetNamespacesResponsePB>,
-    ServerStatus: ((_call, callback) => {
+    ServerStatus: ((call, callback) => {
+      if (rejected(call.request, 'ServerStatusRequest', callback)) return;
       callback(null, serverStatus());
     }) satisfies handleUnaryCall<Empty, ServerStatusResponsePB>,
   };
@@ -157,6 +161,14 @@ export async function startObserverServer(o: ObserverServerOptions): Promise<Obs
 }
 
 // ---------------------------------------------------------------- shared with the relay
+
+/** Answers INVALID_ARGUMENT when a unary request was not decodable as sent; true if it did. */
+export function rejected(req: object, message: string, callback: (err: StatusError) => void): boolean {
+  const p = requestProblem(req);
+  if (!p) return false;
+  callback(statusError(status.INVALID_ARGUMENT, `${message}: ${p.field || '(message)'}: ${p.reason}`));
+  return true;
+}
 
 /**
  * The open streaming calls of a server: each runs with an AbortSignal that fires when the

@@ -1,0 +1,334 @@
+/**
+ * L7 HTTP policy's cost, in a lab with the tutorial's workloads: keep-alive GETs from a
+ * frontend pod to a catalog pod on the same node, over three paths measured in one run:
+ *   direct  the 5.3 policy without its http rules (L4 allow): no proxy;
+ *   l7      the tutorial's 5.3 policy: through the node's HTTP proxy;
+ *   nginx   Debian's nginx as a reverse proxy in the node's namespace (upstream keep-alive),
+ *           the client connecting to it; no policy (nginx's connections come from the node).
+ * Each path: one connection for latency (p50/p99), then CONCURRENCY connections for
+ * requests/s (and p99 under that load). The load generator is this file in client mode,
+ * run inside the frontend pod: raw sockets, one request in flight per connection.
+ *
+ *   node dist/bench/l7.js                 (root; HYPHA_BENCH_SECONDS, HYPHA_BENCH_CONNS)
+ *   node dist/bench/l7.js client <ip> <port> <path> <conns> <seconds>
+ *
+ * Writes bench/results/l7.json; ratios are against direct.
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml } from 'yaml';
+import { applyFiles } from '../src/cli/commands/lab.js';
+import { KubeClient, loadKubeconfig } from '../src/k8s/client.js';
+import { execInPod } from '../src/k8s/exec.js';
+import { Lab, type LabState } from '../src/lab/lab.js';
+import { type Figure, figure, percentile, repoRoot, writeResults } from './report.js';
+
+interface ClientResult {
+  requests: number;
+  errors: number;
+  seconds: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/** Client mode: `conns` keep-alive connections, each sending GETs back to back for `seconds`. */
+async function client(ip: string, port: number, path: string, conns: number, seconds: number): Promise<void> {
+  const req = Buffer.from(`GET ${path} HTTP/1.1\r\nHost: catalog:8080\r\nUser-Agent: hypha-bench\r\n\r\n`);
+  const latencies: number[] = [];
+  let errors = 0;
+  const end = performance.now() + seconds * 1000;
+  const one = () =>
+    new Promise<void>((resolve) => {
+      const s = connect(port, ip);
+      s.setNoDelay(true);
+      let buf: Buffer = Buffer.alloc(0);
+      let sent = 0;
+      const send = () => {
+        if (performance.now() >= end) {
+          s.end();
+          resolve();
+          return;
+        }
+        buf = Buffer.alloc(0);
+        sent = performance.now();
+        s.write(req);
+      };
+      s.on('connect', send);
+      s.on('data', (d: Buffer) => {
+        buf = buf.length ? Buffer.concat([buf, d]) : d;
+        const head = buf.indexOf('\r\n\r\n');
+        if (head < 0) return;
+        const h = buf.subarray(0, head).toString('latin1');
+        const len = /\r\ncontent-length: *(\d+)/i.exec(h);
+        const done = len
+          ? buf.length >= head + 4 + Number(len[1])
+          : buf.subarray(buf.length - 5).toString('latin1') === '0\r\n\r\n';
+        if (!done) return;
+        if (!h.startsWith('HTTP/1.1 200')) errors++;
+        latencies.push(performance.now() - sent);
+        send();
+      });
+      s.on('error', () => {
+        errors++;
+        resolve();
+      });
+      s.on('close', () => resolve());
+    });
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: conns }, one));
+  const result: ClientResult = {
+    requests: latencies.length,
+    errors,
+    seconds: (performance.now() - t0) / 1000,
+    p50Ms: percentile(latencies, 50),
+    p99Ms: percentile(latencies, 99),
+  };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+interface Pod {
+  metadata: { name: string; namespace: string };
+  spec: { nodeName?: string };
+  status?: { podIP?: string; conditions?: { type: string; status: string }[] };
+}
+
+const SECONDS = Number(process.env.HYPHA_BENCH_SECONDS ?? 4);
+const CONNS = Number(process.env.HYPHA_BENCH_CONNS ?? 8);
+const NAME = 'hyl7bench';
+const POLICY = join(repoRoot, 'examples/tutorial/05.3-l7-http-policy.yaml');
+const NGINX_PORT = 18080;
+
+async function bench(): Promise<void> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'hy-l7-bench-'));
+  const lab = new Lab(
+    {
+      name: NAME,
+      nodes: 3,
+      dataDir: join(dataDir, 'lab'),
+      values: {},
+      port: 0,
+      relayPort: 0,
+      underlayOctet: 236,
+    },
+    () => {},
+  );
+  let nginx: ChildProcess | undefined;
+  try {
+    const state = await lab.up();
+    const kube = new KubeClient(loadKubeconfig(state.kubeconfig));
+    const quiet = new PassThrough();
+    quiet.resume();
+    await applyFiles(kube, [join(repoRoot, 'examples/tutorial/00-workloads.yaml')], quiet);
+    const pods = await readyPods(kube);
+    // A frontend and a catalog on one node: the proxy (and nginx) run on that node.
+    const front = pods.find((p) => p.metadata.name.startsWith('frontend-'))!;
+    const cat = pods.find(
+      (p) => p.metadata.name.startsWith('catalog-') && p.spec.nodeName === front.spec.nodeName,
+    );
+    if (!cat) throw new Error('no catalog pod on the node of a frontend pod');
+    const node = state.nodes.find((n) => n.name === front.spec.nodeName)!;
+    const catIp = cat.status!.podIP!;
+    const run = (ip: string, port: number, conns: number) => runClient(state, front, ip, port, conns);
+    const measure = async (ip: string, port: number) => {
+      await run(ip, port, 1); // warm-up: connections, JIT, pools
+      const lat = await run(ip, port, 1);
+      const load = await run(ip, port, CONNS);
+      return { lat, load };
+    };
+
+    // direct: the same policy, its http rules removed.
+    const l7Doc = parseYaml(readFileSync(POLICY, 'utf8')) as {
+      spec: { ingress: { toPorts: { rules?: unknown }[] }[] };
+    };
+    const l4Doc = structuredClone(l7Doc);
+    for (const r of l4Doc.spec.ingress) for (const tp of r.toPorts) delete tp.rules;
+    const l4File = join(dataDir, 'l4.yaml');
+    writeFileSync(l4File, JSON.stringify(l4Doc));
+    await kubectl(state, 'apply', '-f', l4File);
+    await waitFor(state, front, catIp, (code) => code === '200', 'POST allowed at L4');
+    const direct = await measure(catIp, 8080);
+
+    await kubectl(state, 'apply', '-f', POLICY);
+    await waitFor(state, front, catIp, (code) => code === '403', 'POST refused by the proxy');
+    const l7 = await measure(catIp, 8080);
+
+    await kubectl(state, 'delete', '-f', POLICY);
+    await waitFor(state, front, catIp, (code) => code === '200', 'POST allowed without policy');
+    nginx = startNginx(dataDir, node.netns, node.ip, catIp);
+    await waitFor(state, front, node.ip, (code) => code === '200', 'nginx answering', NGINX_PORT);
+    const ngx = await measure(node.ip, NGINX_PORT);
+
+    const figures: Figure[] = [];
+    const add = (name: string, r: { lat: ClientResult; load: ClientResult }) => {
+      const rps = (x: ClientResult) => x.requests / x.seconds;
+      figures.push(
+        figure(
+          `l7.${name}.rps_${CONNS}conns`,
+          rps(r.load),
+          'req/s',
+          name === 'direct' ? undefined : rps(direct.load),
+        ),
+        figure(`l7.${name}.p50_1conn`, r.lat.p50Ms, 'ms', name === 'direct' ? undefined : direct.lat.p50Ms),
+        figure(`l7.${name}.p99_1conn`, r.lat.p99Ms, 'ms', name === 'direct' ? undefined : direct.lat.p99Ms),
+        figure(
+          `l7.${name}.p99_${CONNS}conns`,
+          r.load.p99Ms,
+          'ms',
+          name === 'direct' ? undefined : direct.load.p99Ms,
+        ),
+        figure(`l7.${name}.errors`, r.lat.errors + r.load.errors, 'requests'),
+      );
+    };
+    add('direct', direct);
+    add('proxy', l7);
+    add('nginx', ngx);
+    figures.push(
+      figure('l7.proxy.p99_added_1conn', l7.lat.p99Ms - direct.lat.p99Ms, 'ms'),
+      figure('l7.nginx.p99_added_1conn', ngx.lat.p99Ms - direct.lat.p99Ms, 'ms'),
+    );
+    writeResults('l7', figures);
+  } finally {
+    if (nginx?.pid) {
+      nginx.kill('SIGQUIT');
+      await new Promise((r) => setTimeout(r, 300));
+      if (nginx.exitCode === null) nginx.kill('SIGKILL');
+    }
+    await lab.down(false);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function readyPods(kube: KubeClient): Promise<Pod[]> {
+  const end = Date.now() + 60_000;
+  for (;;) {
+    const all = (await kube.json<{ items: Pod[] }>('GET', '/api/v1/namespaces/production/pods')).items;
+    if (
+      all.length >= 7 &&
+      all.every((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
+    )
+      return all;
+    if (Date.now() > end) throw new Error('production pods not ready');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function kubectl(state: LabState, ...args: string[]): Promise<void> {
+  return new Promise((resolve, reject) =>
+    execFile('kubectl', args, { env: { ...process.env, KUBECONFIG: state.kubeconfig } }, (e, _o, se) =>
+      e ? reject(new Error(`kubectl ${args.join(' ')}: ${se}`)) : resolve(),
+    ),
+  );
+}
+
+async function exec(state: LabState, pod: Pod, command: string[]): Promise<string> {
+  const out = new PassThrough();
+  const chunks: Buffer[] = [];
+  out.on('data', (c: Buffer) => chunks.push(c));
+  const err = new PassThrough();
+  err.resume();
+  const code = await execInPod(loadKubeconfig(state.kubeconfig), {
+    namespace: pod.metadata.namespace,
+    pod: pod.metadata.name,
+    command,
+    stdout: out,
+    stderr: err,
+  });
+  if (code !== 0) throw new Error(`${command.join(' ')} in ${pod.metadata.name}: exit ${code}`);
+  return Buffer.concat(chunks).toString();
+}
+
+async function waitFor(
+  state: LabState,
+  from: Pod,
+  ip: string,
+  ok: (code: string) => boolean,
+  what: string,
+  port = 8080,
+): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const code = await exec(state, from, [
+      'curl',
+      '-s',
+      '-o',
+      '/dev/null',
+      '-m',
+      '2',
+      '-w',
+      '%{http_code}',
+      '-X',
+      'POST',
+      `http://${ip}:${port}/api/v1/products`,
+    ]).catch(() => '');
+    if (ok(code)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for: ${what}`);
+}
+
+async function runClient(
+  state: LabState,
+  from: Pod,
+  ip: string,
+  port: number,
+  conns: number,
+): Promise<ClientResult> {
+  const out = await exec(state, from, [
+    process.execPath,
+    fileURLToPath(import.meta.url),
+    'client',
+    ip,
+    String(port),
+    '/api/v1/products',
+    String(conns),
+    String(SECONDS),
+  ]);
+  return JSON.parse(out.trim().split('\n').at(-1)!) as ClientResult;
+}
+
+/** nginx in the node's namespace, in the foreground, its files in a temporary directory. */
+function startNginx(dir: string, netns: string, listenIp: string, upstream: string): ChildProcess {
+  const conf = join(dir, 'nginx.conf');
+  writeFileSync(
+    conf,
+    `daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${dir};
+  proxy_temp_path ${dir};
+  fastcgi_temp_path ${dir};
+  uwsgi_temp_path ${dir};
+  scgi_temp_path ${dir};
+  upstream catalog { server ${upstream}:8080; keepalive 64; }
+  server {
+    listen ${listenIp}:${NGINX_PORT};
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://catalog;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+    }
+  }
+}
+`,
+  );
+  return spawn('nsenter', [`--net=/var/run/netns/${netns}`, '--', '/usr/sbin/nginx', '-c', conf, '-p', dir], {
+    stdio: 'ignore',
+  });
+}
+
+if (process.argv[2] === 'client') {
+  const [ip, port, path, conns, seconds] = process.argv.slice(3);
+  await client(ip!, Number(port), path!, Number(conns), Number(seconds));
+} else {
+  await bench();
+}

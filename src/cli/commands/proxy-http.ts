@@ -1,0 +1,58 @@
+/**
+ * `hypha proxy http`: the L7 HTTP proxy. The agent runs it as a supervised child and
+ * feeds it its endpoints' HTTP rules over IPC (src/proxy/http/main.ts); run by hand it
+ * serves with no rules, refusing everything.
+ */
+import { UsageError } from '../../errors.js';
+import { runHttpProxyProcess } from '../../proxy/http/main.js';
+import type { Command } from '../command.js';
+
+function port(flag: string, v: unknown): number {
+  const n = Number(v);
+  if (typeof v !== 'string' || !/^\d+$/.test(v) || n < 1 || n > 65535)
+    throw new UsageError(`--${flag}: "${String(v ?? '')}" is not a port (1-65535)`);
+  return n;
+}
+
+export const proxyHttpCommands: Command[] = [
+  {
+    path: ['proxy', 'http'],
+    summary: 'Run the L7 HTTP proxy (the agent starts it; root)',
+    options: {
+      'egress-port': {
+        type: 'string',
+        value: 'port',
+        description: 'listener for connections redirected by egress policy (required)',
+      },
+      'ingress-port': {
+        type: 'string',
+        value: 'port',
+        description: 'listener for connections redirected by ingress policy (required)',
+      },
+      'pin-dir': {
+        type: 'string',
+        value: 'dir',
+        description: "the agent's bpffs directory, for conntrack and ipcache (required)",
+      },
+      address: { type: 'string', value: 'ip', description: 'listen address (default 127.0.0.1)' },
+    },
+    async run({ values, stderr, signal }) {
+      const egressPort = port('egress-port', values['egress-port']);
+      const ingressPort = port('ingress-port', values['ingress-port']);
+      if (egressPort === ingressPort) throw new UsageError('--egress-port and --ingress-port must differ');
+      const pinDir = values['pin-dir'] as string | undefined;
+      if (!pinDir) throw new UsageError('--pin-dir is required');
+      await runHttpProxyProcess(
+        {
+          egressPort,
+          ingressPort,
+          pinDir,
+          ...(values.address ? { address: values.address as string } : {}),
+          log: (line) => stderr.write(`${line}\n`),
+        },
+        signal,
+      );
+      return 0;
+    },
+  },
+];

@@ -1,0 +1,283 @@
+/**
+ * The HTTP proxy as the agent runs it: a child process (`hypha proxy http`) with an IPC
+ * channel, so that its crash never takes the agent down (src/agent/supervisor.ts restarts
+ * it). Two transparent listeners on 127.0.0.1, one per direction: the datapath sends a
+ * connection to the port its policy entry names, so the listener tells which endpoint's
+ * policy applies (egress: the client's, ingress: the server's).
+ *
+ * A connection's peer identity is the one the datapath decided with: its conntrack entry
+ * (pinned hypha_ct4) holds both identities; the ipcache answers when the entry is gone.
+ * The agent pushes the redirect entries of its endpoints (rules.ts); the proxy listens
+ * only once the first full set is in, so no request is judged against nothing.
+ *
+ * Protocol: proxy -> agent `{type:'hello'}`, `{type:'ready'}` (serving), `{type:'l7',
+ * events: L7Event[]}` (batched); agent -> proxy `EndpointsMessage`. The proxy exits when
+ * the channel closes: it never outlives its agent.
+ */
+
+import { Socket } from 'node:net';
+import { join } from 'node:path';
+import { type BpfMap, openPinnedMap } from '../../bpf/index.js';
+import { ctEntry, ctKey4, ipcacheInfo, ipcacheKey4 } from '../../datapath/layout.js';
+import type { L7Event } from '../../hubble/l7.js';
+import { createHttpProxy, type HttpProxy, type HttpRecord, type ProxyTarget } from './proxy.js';
+import {
+  type Direction,
+  type EndpointsMessage,
+  type PolicyName,
+  type ProxyEndpoint,
+  RedirectTable,
+} from './rules.js';
+import { markedSocket, transparentListener } from './socket.js';
+
+/** skb->mark magic of the proxy's own connections (bpf/include/proxy.h). */
+export const MARK_MAGIC_PROXY_INGRESS = 0x0a00;
+export const MARK_MAGIC_PROXY_EGRESS = 0x0b00;
+const CT_SCOPE_EGRESS = 1;
+const CT_SCOPE_INGRESS = 2;
+const ID_WORLD = 2;
+
+/** The mark carrying `identity` (24 bits: 16 at the top, 8 in the low byte); node-local identities read as world. */
+export function upstreamMark(magic: number, identity: number): number {
+  const id = identity >= 1 << 24 ? ID_WORLD : identity;
+  return (((id & 0xffff) << 16) | magic | ((id >>> 16) & 0xff)) >>> 0;
+}
+
+export interface HttpProxyProcessOptions {
+  egressPort: number;
+  ingressPort: number;
+  /** The agent's bpffs directory, for conntrack and ipcache lookups. */
+  pinDir: string;
+  /** Where to listen (default 127.0.0.1, as the datapath looks the listeners up there). */
+  address?: string;
+  /** Where events go without an IPC channel (a terminal run). */
+  log?(line: string): void;
+}
+
+/** Who is talking on one proxied connection, found once per connection. */
+interface Conn {
+  direction: Direction;
+  endpoint: ProxyEndpoint;
+  peer: number;
+}
+
+interface RoutedTarget extends ProxyTarget {
+  conn: Conn;
+  policy?: PolicyName;
+}
+
+interface Peers {
+  ct: BpfMap<ReturnType<typeof ctKey4.decode>, ReturnType<typeof ctEntry.decode>>;
+  ipcache: BpfMap<ReturnType<typeof ipcacheKey4.decode>, ReturnType<typeof ipcacheInfo.decode>>;
+}
+
+export class HttpProxyProcess {
+  readonly #o: HttpProxyProcessOptions;
+  readonly table = new RedirectTable();
+  readonly #peers: Peers;
+  readonly #proxies: HttpProxy[] = [];
+  readonly #conns = new Map<string, Conn>();
+  #pending: L7Event[] = [];
+  #flush: NodeJS.Timeout | undefined;
+
+  constructor(o: HttpProxyProcessOptions) {
+    this.#o = o;
+    const ct = openPinnedMap(join(o.pinDir, 'hypha_ct4'), { key: ctKey4, value: ctEntry });
+    try {
+      this.#peers = {
+        ct,
+        ipcache: openPinnedMap(join(o.pinDir, 'hypha_ipcache4'), { key: ipcacheKey4, value: ipcacheInfo }),
+      };
+    } catch (err) {
+      ct.close();
+      throw err;
+    }
+  }
+
+  /** Starts both listeners (transparent sockets on the configured address). */
+  async listen(): Promise<void> {
+    const address = this.#o.address ?? '127.0.0.1';
+    for (const [direction, port] of [
+      ['egress', this.#o.egressPort],
+      ['ingress', this.#o.ingressPort],
+    ] as const) {
+      const proxy = createHttpProxy({
+        resolve: (socket) => this.#resolve(direction, socket),
+        onRecord: (r) => this.#record(direction, r),
+        createSocket: (t) => (t.mark ? markedSocket(t.mark) : new Socket()),
+      });
+      this.#proxies.push(proxy);
+      await proxy.listenFd(transparentListener(address, port));
+    }
+  }
+
+  apply(m: EndpointsMessage): void {
+    this.table.apply(m);
+  }
+
+  async close(): Promise<void> {
+    clearTimeout(this.#flush);
+    this.#send();
+    await Promise.all(this.#proxies.map((p) => p.close()));
+    this.#peers.ct.close();
+    this.#peers.ipcache.close();
+  }
+
+  #conn(
+    direction: Direction,
+    client: string,
+    cport: number,
+    server: string,
+    sport: number,
+  ): Conn | undefined {
+    const local = direction === 'ingress' ? server : client;
+    const endpoint = this.table.endpointAt(local);
+    if (!endpoint) return undefined;
+    const scope = direction === 'ingress' ? CT_SCOPE_INGRESS : CT_SCOPE_EGRESS;
+    const key = { saddr: client, daddr: server, sport: cport, dport: sport, proto: 6, scope, pad: [0, 0] };
+    let peer: number | undefined;
+    try {
+      const e = this.#peers.ct.lookup(key);
+      if (e) peer = direction === 'ingress' ? e.src_identity : e.dst_identity;
+    } catch {
+      // Read failures fall back to the ipcache.
+    }
+    if (peer === undefined) {
+      const ip = direction === 'ingress' ? client : server;
+      try {
+        peer = this.#peers.ipcache.lookup({ prefixlen: 32, ip4: ip })?.identity ?? ID_WORLD;
+      } catch {
+        peer = ID_WORLD;
+      }
+    }
+    return { direction, endpoint, peer };
+  }
+
+  #resolve(direction: Direction, socket: Socket): RoutedTarget | undefined {
+    const client = socket.remoteAddress ?? '';
+    const server = socket.localAddress ?? '';
+    const cport = socket.remotePort ?? 0;
+    const sport = socket.localPort ?? 0;
+    const key = `${client}:${cport}>${server}:${sport}`;
+    let conn = this.#conns.get(key);
+    if (!conn) {
+      conn = this.#conn(direction, client, cport, server, sport);
+      if (!conn) return undefined;
+      this.#conns.set(key, conn);
+      socket.once('close', () => this.#conns.delete(key));
+    }
+    const m = this.table.match(conn.endpoint, direction, conn.peer, sport);
+    const client_identity = direction === 'ingress' ? conn.peer : conn.endpoint.identity;
+    return {
+      host: server,
+      port: sport,
+      rules: m?.rules,
+      peerIdentity: conn.peer,
+      mark: upstreamMark(
+        direction === 'ingress' ? MARK_MAGIC_PROXY_INGRESS : MARK_MAGIC_PROXY_EGRESS,
+        client_identity,
+      ),
+      conn,
+      ...(m?.entry.policy ? { policy: m.entry.policy } : {}),
+    };
+  }
+
+  #record(direction: Direction, r: HttpRecord): void {
+    const t = r.target as RoutedTarget | undefined;
+    // The record's source/destination are the connection's client and server.
+    const conn =
+      t?.conn ?? this.#conn(direction, r.source.ip, r.source.port, r.destination.ip, r.destination.port);
+    const localId = conn?.endpoint.identity ?? 0;
+    const peer = conn?.peer ?? 0;
+    const client = { ...r.source, identity: direction === 'ingress' ? peer : localId };
+    const server = { ...r.destination, identity: direction === 'ingress' ? localId : peer };
+    const request = r.type === 'request';
+    const authority = r.host || `${r.destination.ip}:${r.destination.port}`;
+    const e: L7Event = {
+      time: Date.now(),
+      kind: 'http',
+      type: r.type,
+      verdict: r.verdict === 'forwarded' ? 'FORWARDED' : r.verdict === 'denied' ? 'DROPPED' : 'ERROR',
+      trafficDirection: direction === 'ingress' ? 'INGRESS' : 'EGRESS',
+      endpointId: conn?.endpoint.id ?? 0,
+      source: request ? client : server,
+      destination: request ? server : client,
+      http: {
+        code: r.code ?? 0,
+        method: r.method,
+        url: /^https?:\/\//i.test(r.url) || r.url === '' ? r.url : `http://${authority}${r.url}`,
+        protocol: r.protocol,
+        headers: r.headers,
+      },
+      ...(r.latencyNs !== undefined ? { latencyNs: r.latencyNs } : {}),
+      ...(t?.policy ? { policy: t.policy } : {}),
+      ...(r.reason ? { reason: r.reason } : {}),
+    };
+    this.#pending.push(e);
+    // Batched: one IPC message per burst, not per request.
+    if (this.#pending.length >= 256) this.#send();
+    else this.#flush ??= setTimeout(() => this.#send(), 20).unref();
+  }
+
+  #send(): void {
+    clearTimeout(this.#flush);
+    this.#flush = undefined;
+    if (this.#pending.length === 0) return;
+    const events = this.#pending;
+    this.#pending = [];
+    if (process.send && process.connected) process.send({ type: 'l7', events });
+    else for (const e of events) this.#o.log?.(JSON.stringify(e));
+  }
+}
+
+function isEndpointsMessage(m: unknown): m is EndpointsMessage {
+  const o = m as Partial<EndpointsMessage> | null;
+  return (
+    typeof o === 'object' &&
+    o !== null &&
+    o.type === 'endpoints' &&
+    Array.isArray(o.upsert) &&
+    Array.isArray(o.remove)
+  );
+}
+
+/**
+ * Runs the proxy until `signal` aborts or the agent's channel closes. Under an agent it
+ * waits for the first full endpoint set before it listens; alone (no IPC channel) it
+ * listens at once with no endpoints, answering every request 503.
+ */
+export async function runHttpProxyProcess(o: HttpProxyProcessOptions, signal: AbortSignal): Promise<void> {
+  const p = new HttpProxyProcess(o);
+  const done = new Promise<void>((resolve) => {
+    signal.addEventListener('abort', () => resolve(), { once: true });
+    process.once('disconnect', () => resolve());
+  });
+  try {
+    if (process.send) {
+      const synced = new Promise<void>((resolve) => {
+        process.on('message', (m: unknown) => {
+          if (!isEndpointsMessage(m)) return;
+          try {
+            p.apply(m);
+          } catch (err) {
+            o.log?.(`hypha proxy http: endpoints update refused: ${(err as Error).message}`);
+          }
+          if (p.table.synced) resolve();
+        });
+      });
+      process.send({ type: 'hello' });
+      await Promise.race([synced, done]);
+      if (signal.aborted || !process.connected) return;
+    } else {
+      p.apply({ type: 'endpoints', full: true, upsert: [], remove: [] });
+    }
+    await p.listen();
+    process.send?.({ type: 'ready' });
+    o.log?.(
+      `hypha proxy http: egress on ${o.address ?? '127.0.0.1'}:${o.egressPort}, ingress on :${o.ingressPort}`,
+    );
+    await done;
+  } finally {
+    await p.close();
+  }
+}

@@ -1,0 +1,361 @@
+/**
+ * The tutorial's section 5.3 in a lab: the L7 HTTP policy (unchanged YAML, applied with
+ * kubectl) lets frontend GET /api/v1/products.* on catalog and answers everything else
+ * 403 "Access denied", over keep-alive connections, on every catalog pod (same node and
+ * across nodes); other pods are dropped at L3/L4. The proxy's requests and responses are
+ * L7 flows; killing the proxy drops what needs it (never passes it) until the agent has
+ * restarted it; deleting the policy sends traffic directly again.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import type { AgentStatus } from '../../src/agent/agent.js';
+import { callAgent } from '../../src/agent/client.js';
+import { applyFiles } from '../../src/cli/commands/lab.js';
+import { observeCommands } from '../../src/cli/commands/observe.js';
+import { KubeClient, loadKubeconfig } from '../../src/k8s/client.js';
+import { execInPod } from '../../src/k8s/exec.js';
+import { Lab, type LabState } from '../../src/lab/lab.js';
+import { repoRoot, skipUnlessPrivileged } from '../helpers/kernel.js';
+
+const TUTORIAL = join(repoRoot, 'examples/tutorial');
+const POLICY = join(TUTORIAL, '05.3-l7-http-policy.yaml');
+const NAME = 'hyl7lab';
+
+interface Pod {
+  metadata: { name: string; namespace: string };
+  spec: { nodeName?: string };
+  status?: { podIP?: string; conditions?: { type: string; status: string }[] };
+}
+
+interface JsonFlow {
+  flow?: {
+    verdict?: string;
+    drop_reason_desc?: string;
+    Type?: string;
+    source?: { pod_name?: string };
+    destination?: { pod_name?: string };
+    l7?: { type?: string; http?: { code?: number; method?: string; url?: string } };
+    ingress_denied_by?: { name?: string }[];
+  };
+}
+
+describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivileged() }, () => {
+  let lab: Lab;
+  let state: LabState;
+  let client: KubeClient;
+
+  const kubectl = (...args: string[]) =>
+    new Promise<{ code: number; out: string }>((resolve) =>
+      execFile('kubectl', args, { env: { ...process.env, KUBECONFIG: state.kubeconfig } }, (e, so, se) =>
+        resolve({ code: e ? 1 : 0, out: so + se }),
+      ),
+    );
+  const exec = async (pod: Pod, command: string[]) => {
+    const out = new PassThrough();
+    const err = new PassThrough();
+    const chunks: Buffer[] = [];
+    out.on('data', (c: Buffer) => chunks.push(c));
+    err.resume();
+    const code = await execInPod(loadKubeconfig(state.kubeconfig), {
+      namespace: pod.metadata.namespace,
+      pod: pod.metadata.name,
+      command,
+      stdout: out,
+      stderr: err,
+    });
+    return { code, stdout: Buffer.concat(chunks).toString() };
+  };
+  /** `curl` from a pod: the body, then the status code on the last line. */
+  const curl = async (from: Pod, url: string, ...opts: string[]) => {
+    const r = await exec(from, [
+      'curl',
+      '-s',
+      '--connect-timeout',
+      '1',
+      '-m',
+      '3',
+      '-w',
+      '\n%{http_code}',
+      ...opts,
+      url,
+    ]);
+    const lines = r.stdout.split('\n');
+    return { code: lines.at(-1) ?? '', body: lines.slice(0, -1).join('\n') };
+  };
+  const pods = async (selector: string) =>
+    (await client.json<{ items: Pod[] }>('GET', `/api/v1/pods?labelSelector=${encodeURIComponent(selector)}`))
+      .items;
+  const nodeOf = (pod: Pod) => state.nodes.find((n) => n.name === pod.spec.nodeName)!;
+  const agentStatus = (pod: Pod) => callAgent<AgentStatus>(nodeOf(pod).agentSocket, 'GET', '/v1/status');
+  /** `hubble observe` against one node's agent, JSON lines. */
+  const observe = async (socket: string, ...args: string[]) => {
+    const out = new PassThrough();
+    const chunks: Buffer[] = [];
+    out.on('data', (c: Buffer) => chunks.push(c));
+    await observeCommands[0]!.run({
+      values: {},
+      positionals: ['--server', `unix://${socket}`, '--last', '2000', '-o', 'json', ...args],
+      stdout: out,
+      stderr: out,
+      signal: new AbortController().signal,
+    });
+    return Buffer.concat(chunks)
+      .toString()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as JsonFlow);
+  };
+
+  before(async () => {
+    lab = new Lab(
+      {
+        name: NAME,
+        nodes: 3,
+        dataDir: mkdtempSync(join(tmpdir(), 'hy-l7-lab-')),
+        values: {},
+        port: 0,
+        relayPort: 0,
+        underlayOctet: 237,
+      },
+      () => {},
+    );
+    state = await lab.up();
+    client = new KubeClient(loadKubeconfig(state.kubeconfig));
+    const sink = new PassThrough();
+    sink.resume();
+    assert.equal(await applyFiles(client, [join(TUTORIAL, '00-workloads.yaml')], sink), 0);
+    const end = Date.now() + 60_000;
+    for (;;) {
+      const all = (await client.json<{ items: Pod[] }>('GET', '/api/v1/namespaces/production/pods')).items;
+      if (
+        all.length >= 7 &&
+        all.every((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
+      )
+        break;
+      if (Date.now() > end) throw new Error('production pods not ready');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const r = await kubectl('apply', '-f', POLICY);
+    assert.equal(r.code, 0, r.out);
+    // In force once a POST from frontend is refused by the proxy.
+    const fe = (await pods('app=frontend'))[0]!;
+    for (let i = 0; i < 50; i++) {
+      if ((await curl(fe, 'http://catalog:8080/api/v1/products', '-X', 'POST')).code === '403') return;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    throw new Error('the L7 policy never took effect');
+  });
+
+  after(async () => {
+    await lab?.down(false);
+  });
+
+  test('kubectl exec deploy/frontend: GET /api/v1/products 200, POST 403 Access denied, GET /admin 403', async () => {
+    const get = await kubectl(
+      'exec',
+      '-n',
+      'production',
+      'deploy/frontend',
+      '--',
+      'curl',
+      '-s',
+      'http://catalog:8080/api/v1/products',
+    );
+    assert.equal(get.code, 0, get.out);
+    assert.match(get.out, /"pod":"catalog-/);
+    assert.match(get.out, /"method":"GET","path":"\/api\/v1\/products"/);
+    const post = await kubectl(
+      'exec',
+      '-n',
+      'production',
+      'deploy/frontend',
+      '--',
+      'curl',
+      '-s',
+      '-i',
+      '-X',
+      'POST',
+      'http://catalog:8080/api/v1/products',
+    );
+    assert.match(post.out, /^HTTP\/1\.1 403 Forbidden/);
+    assert.match(post.out, /\r\n\r\nAccess denied\r\n$/);
+    const admin = await kubectl(
+      'exec',
+      '-n',
+      'production',
+      'deploy/frontend',
+      '--',
+      'curl',
+      '-s',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      'http://catalog:8080/admin',
+    );
+    assert.equal(admin.out, '403');
+  });
+
+  test("every frontend reaches every catalog pod (same node and across nodes) through its node's proxy", async () => {
+    const fronts = await pods('app=frontend');
+    const catalogs = await pods('app=catalog');
+    assert.ok(
+      fronts.some((f) => catalogs.some((c) => c.spec.nodeName === f.spec.nodeName)) &&
+        fronts.some((f) => catalogs.some((c) => c.spec.nodeName !== f.spec.nodeName)),
+      'pairs on one node and across nodes',
+    );
+    for (const f of fronts)
+      for (const c of catalogs) {
+        const base = `http://${c.status!.podIP}:8080`;
+        const ok = await curl(f, `${base}/api/v1/products/42?x=1`);
+        assert.equal(ok.code, '200', `${f.metadata.name} -> ${c.metadata.name}`);
+        assert.match(ok.body, new RegExp(`"pod":"${c.metadata.name}"`));
+        const put = await curl(f, `${base}/api/v1/products`, '-X', 'PUT', '-d', 'x');
+        assert.equal(put.code, '403', `${f.metadata.name} -> ${c.metadata.name} PUT`);
+        assert.equal(put.body, 'Access denied\r\n');
+      }
+    // The proxy counts: each catalog node's agent reports its proxy up with catalog's rules.
+    for (const c of catalogs) {
+      const st = (await agentStatus(c)).httpProxy;
+      assert.equal(st?.ready, true);
+      assert.equal(st?.routing.ok, true);
+      assert.ok((st?.endpoints ?? 0) >= 1);
+    }
+  });
+
+  test('the connection stays usable after a 403 (keep-alive)', async () => {
+    const f = (await pods('app=frontend'))[0]!;
+    // One curl, three requests: curl reuses its connection and reports new connects per request.
+    const r = await exec(f, [
+      'curl',
+      '-s',
+      '-m',
+      '5',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code} %{num_connects}\n',
+      'http://catalog:8080/api/v1/products',
+      'http://catalog:8080/admin',
+      'http://catalog:8080/api/v1/products/7',
+    ]);
+    assert.equal(r.code, 0);
+    // The bodies are printed too (-o names the first URL's file only); the -w lines follow each.
+    assert.deepEqual(
+      r.stdout.split('\n').filter((l) => /^\d{3} \d+$/.test(l)),
+      ['200 1', '403 0', '200 0'],
+    );
+  });
+
+  test('other pods are dropped at L3/L4: no connection, a policy-denied drop', async () => {
+    const payments = (await pods('app=payments'))[0]!;
+    const catalogs = await pods('app=catalog');
+    for (const c of catalogs) {
+      const r = await curl(payments, `http://${c.status!.podIP}:8080/api/v1/products`);
+      assert.equal(r.code, '000', `payments -> ${c.metadata.name}`);
+    }
+    let found = false;
+    for (const c of catalogs) {
+      const flows = await observe(
+        nodeOf(c).agentSocket,
+        '--verdict',
+        'DROPPED',
+        '--from-pod',
+        'production/payments',
+      );
+      found ||= flows.some(
+        (f) =>
+          f.flow?.drop_reason_desc === 'POLICY_DENIED' && f.flow.destination?.pod_name === c.metadata.name,
+      );
+    }
+    assert.ok(found, 'a POLICY_DENIED drop from payments to catalog');
+  });
+
+  test('requests and responses are L7 flows (hubble observe --type l7 -o json)', async () => {
+    const f = (await pods('app=frontend'))[0]!;
+    assert.equal((await curl(f, 'http://catalog:8080/api/v1/products')).code, '200');
+    assert.equal((await curl(f, 'http://catalog:8080/api/v1/products', '-X', 'DELETE')).code, '403');
+    // The proxy sends its records in batches: look until the last one is in.
+    let flows: JsonFlow[] = [];
+    for (let i = 0; i < 20; i++) {
+      flows = [];
+      for (const n of state.nodes) flows.push(...(await observe(n.agentSocket, '--type', 'l7')));
+      if (flows.some((x) => x.flow?.l7?.http?.method === 'DELETE')) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const http = flows.map((x) => x.flow?.l7).filter((l) => l?.http);
+    assert.ok(
+      http.some(
+        (l) =>
+          l?.type === 'REQUEST' && l.http?.method === 'GET' && /\/api\/v1\/products$/.test(l.http.url ?? ''),
+      ),
+      'a GET request',
+    );
+    assert.ok(
+      http.some((l) => l?.type === 'RESPONSE' && l.http?.code === 200 && l.http.method === 'GET'),
+      'its 200 response',
+    );
+    const denied = flows.find((x) => x.flow?.l7?.http?.method === 'DELETE');
+    assert.equal(denied?.flow?.verdict, 'DROPPED', 'the DELETE is a dropped request');
+    assert.equal(denied?.flow?.l7?.type, 'REQUEST');
+    assert.equal(denied?.flow?.ingress_denied_by?.[0]?.name, 'catalog-l7-policy');
+  });
+
+  test('killing the proxy: its traffic is dropped (never passed) until the agent restarts it', async () => {
+    const catalog = (await pods('app=catalog'))[0]!;
+    const front = (await pods('app=frontend'))[0]!;
+    const base = `http://${catalog.status!.podIP}:8080/api/v1/products`;
+    const before = (await agentStatus(catalog)).httpProxy!;
+    assert.ok(before.pid, 'the proxy runs');
+    // From the frontend, a request every 50 ms for 3 s: POSTs (which the rule refuses) and GETs.
+    const loop = exec(front, [
+      'sh',
+      '-c',
+      `for i in $(seq 1 40); do curl -s -o /dev/null --connect-timeout 0.4 -m 1 -w "POST %{http_code}\\n" -X POST ${base}; curl -s -o /dev/null --connect-timeout 0.4 -m 1 -w "GET %{http_code}\\n" ${base}; sleep 0.03; done`,
+    ]);
+    await new Promise((r) => setTimeout(r, 400));
+    process.kill(before.pid, 'SIGKILL');
+    const lines = (await loop).stdout.trim().split('\n');
+    assert.deepEqual(
+      lines.filter((l) => l.startsWith('POST ') && l !== 'POST 403' && l !== 'POST 000'),
+      [],
+      'no POST got through',
+    );
+    assert.ok(lines.includes('GET 000'), `some requests failed while it was down: ${lines.join(', ')}`);
+    assert.equal(lines.at(-1), 'GET 200', 'served again once restarted');
+    const now = (await agentStatus(catalog)).httpProxy!;
+    assert.equal(now.ready, true);
+    assert.notEqual(now.pid, before.pid);
+    assert.ok(now.restarts > before.restarts);
+    const drops = await observe(
+      nodeOf(catalog).agentSocket,
+      '--verdict',
+      'DROPPED',
+      '--to-pod',
+      `production/${catalog.metadata.name}`,
+    );
+    assert.ok(
+      drops.some((d) => d.flow?.drop_reason_desc === 'SOCKET_LOOKUP_FAILED'),
+      'dropped with SOCKET_LOOKUP_FAILED',
+    );
+  });
+
+  test('deleting the policy: traffic goes directly again', async () => {
+    const r = await kubectl('delete', '-f', POLICY);
+    assert.equal(r.code, 0, r.out);
+    const f = (await pods('app=frontend'))[0]!;
+    let post = { code: '', body: '' };
+    for (let i = 0; i < 50 && post.code !== '200'; i++) {
+      post = await curl(f, 'http://catalog:8080/admin', '-X', 'POST');
+      if (post.code !== '200') await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.equal(post.code, '200');
+    assert.match(post.body, /"method":"POST","path":"\/admin"/);
+    for (const c of await pods('app=catalog')) assert.equal((await agentStatus(c)).httpProxy?.endpoints, 0);
+  });
+});
