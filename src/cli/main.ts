@@ -109,6 +109,13 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
+// `hypha observe -o json | head -5`: when the reader goes away, stop quietly as a pipeline expects.
+for (const stream of [process.stdout, process.stderr])
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
+
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;

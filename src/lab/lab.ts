@@ -68,6 +68,8 @@ export interface LabState {
   metricsTargets?: string;
   /** The Hubble UI's URL when hubble.ui.enabled, or why it did not start. */
   ui?: { url: string } | { error: string };
+  /** Hubble Relay's address (host:port on 127.0.0.1), when it started. */
+  relay?: string;
   startedAt: string;
 }
 
@@ -196,6 +198,7 @@ export class Lab {
       dataDir: d,
       kubeconfig: this.#cp.kubeconfigPath,
       server: this.#cp.urls[0]!,
+      ...(this.#relay?.addresses[0] ? { relay: this.#relay.addresses[0] } : {}),
       nodes: t.nodes.map((n) => ({
         name: n.name,
         role: n.role,

@@ -8,6 +8,7 @@
 import type { ClientReadableStream, ServiceError } from '@grpc/grpc-js';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import {
+  eventFromPB,
   type GetFlowsResponsePB,
   type GetNamespacesResponsePB,
   type ObserverClient,
@@ -15,7 +16,6 @@ import {
 } from '../hubble/grpc/index.js';
 import { parseTimestamp } from '../hubble/index.js';
 import type { FlowStore } from './store.js';
-import { eventFromPB } from './wire.js';
 
 export interface FeedStatus {
   relay: string;

@@ -5,6 +5,7 @@ import { bpfMapCommands } from './bpf-maps.js';
 import { connectivityCommands } from './connectivity.js';
 import { demoCommands } from './demo.js';
 import { fqdnCommands } from './fqdn.js';
+import { hubbleCommands } from './hubble.js';
 import { labCommands } from './lab.js';
 import { labServerCommands } from './lab-servers.js';
 import { observeCommands } from './observe.js';
@@ -24,6 +25,7 @@ export const commands: readonly Command[] = [
   ...connectivityCommands,
   ...demoCommands,
   ...fqdnCommands,
+  ...hubbleCommands,
   ...labCommands,
   ...labServerCommands,
   ...observeCommands,

@@ -6,7 +6,13 @@
 import { request } from 'node:http';
 import { defaultSocket } from '../../agent/client.js';
 import { UsageError } from '../../errors.js';
-import { FlowPrinter, type GetFlowsResponse, parseObserveArgs } from '../../hubble/index.js';
+import {
+  FlowPrinter,
+  formatTimestamp,
+  type GetFlowsRequest,
+  type GetFlowsResponse,
+  parseObserveArgs,
+} from '../../hubble/index.js';
 import type { Command } from '../command.js';
 import { runningLab } from './lab.js';
 
@@ -52,6 +58,44 @@ function flowsFrom(
   });
 }
 
+/** Flows from an Observer API over gRPC (a relay or an agent's :4244), as `hubble --server` asks them. */
+async function flowsOverGrpc(
+  address: string,
+  req: GetFlowsRequest,
+  onResponse: (r: GetFlowsResponse) => void,
+  signal: AbortSignal,
+): Promise<void> {
+  const { eventFromPB, observerClient, requestToPB, timestampNs } = await import(
+    '../../hubble/grpc/index.js'
+  );
+  const client = observerClient(address);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const call = client.GetFlows(requestToPB(req), { deadline: Infinity });
+      const onAbort = () => call.cancel();
+      signal.addEventListener('abort', onAbort, { once: true });
+      call.on('data', (pb) => {
+        const e = eventFromPB(pb);
+        const ns = timestampNs(pb.time);
+        const meta = {
+          ...(pb.node_name ? { node_name: pb.node_name } : {}),
+          ...(ns !== undefined ? { time: formatTimestamp(ns) } : {}),
+        };
+        if (e?.kind === 'flow') onResponse({ flow: e.flow, ...meta });
+        else if (e?.kind === 'lost') onResponse({ lost_events: e.lost, ...meta });
+      });
+      call.on('end', resolve);
+      call.on('error', (err: Error & { code?: number; details?: string }) => {
+        signal.removeEventListener('abort', onAbort);
+        if (signal.aborted) resolve();
+        else reject(new UsageError(`${address}: ${err.details || err.message}`));
+      });
+    });
+  } finally {
+    client.close();
+  }
+}
+
 const timeOf = (r: GetFlowsResponse) => r.time ?? '';
 
 export const observeCommands: Command[] = [
@@ -73,6 +117,13 @@ export const observeCommands: Command[] = [
           ? [process.env.HYPHA_AGENT_SOCKET]
           : (runningLab('cilium-demo')?.nodes.map((n) => n.agentSocket) ?? [defaultSocket()]);
       const printer = new FlowPrinter(printOpts);
+      const grpcServer = server && !server.startsWith('unix://') ? server : process.env.HUBBLE_SERVER;
+      if (grpcServer && !server?.startsWith('unix://')) {
+        // The relay (or an agent's :4244) merges and limits; print what it sends, as hubble does.
+        await flowsOverGrpc(grpcServer, req, (r) => stdout.write(printer.write(r)), signal);
+        stdout.write(printer.flush());
+        return 0;
+      }
       if (!req.follow) {
         // Each agent gives its last (or first) N; the merge keeps N overall, in time order.
         const all: GetFlowsResponse[] = [];

@@ -11,6 +11,7 @@ export {
   type ObserverClient,
   observerClient,
   protoDir,
+  requestToPB,
   type ServerStatusResponsePB,
   type TimestampPB,
 } from './proto.js';
@@ -21,3 +22,4 @@ export {
   startObserverServer,
   type TlsOptions,
 } from './server.js';
+export { eventFromPB, fromPB, type RelayEvent, timestampNs } from './wire.js';

@@ -513,6 +513,26 @@ export function requestFromPB(pb: GetFlowsRequestPB): GetFlowsRequest {
   };
 }
 
+/** filter.ts's GetFlowsRequest on the wire: the client side of `requestFromPB`. */
+export function requestToPB(req: GetFlowsRequest): GetFlowsRequestPB {
+  const time = (t: string | undefined) => {
+    const ns = t === undefined ? undefined : parseTimestamp(t);
+    return ns === undefined ? undefined : nsToTimestamp(ns);
+  };
+  const since = time(req.since);
+  const until = time(req.until);
+  return {
+    number: String(req.number),
+    first: req.first,
+    follow: req.follow,
+    // FlowFilter's JSON shape uses the proto field names: it is the wire object already.
+    whitelist: req.whitelist as PBObject[],
+    blacklist: req.blacklist as PBObject[],
+    ...(since ? { since } : {}),
+    ...(until ? { until } : {}),
+  };
+}
+
 // ---------------------------------------------------------------- field masks
 
 type MaskTree = { [field: string]: MaskTree | true };

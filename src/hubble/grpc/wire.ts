@@ -4,9 +4,9 @@
  * fields the schema does not know left out. The UI keeps flows in the JSON shape so that
  * the filters of `filter.ts` and the printer's helpers apply to them unchanged.
  */
-import type { GetFlowsResponsePB, NodeState, TimestampPB } from '../hubble/grpc/index.js';
-import { type Flow, formatTimestamp, type LostEvent } from '../hubble/index.js';
-import { type FieldDesc, MESSAGES } from '../hubble/schema.js';
+import { type Flow, formatTimestamp, type LostEvent } from '../flow.js';
+import { type FieldDesc, MESSAGES } from '../schema.js';
+import type { GetFlowsResponsePB, NodeState, TimestampPB } from './proto.js';
 
 /** Nanoseconds since the epoch of a wire Timestamp; undefined when malformed. */
 export function timestampNs(ts: TimestampPB | undefined): bigint | undefined {

@@ -1,0 +1,222 @@
+/**
+ * Section 6 of the tutorial, command for command, against a lab's relay over gRPC:
+ * `hubble status`, `hubble observe --namespace production --follow`, `--verdict DROPPED
+ * --follow`, `--pod`, and `--output json | head -5` in a shell pipe. The commands run as
+ * the user runs them: the `hypha` binary, in a child process.
+ */
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { applyFiles } from '../../src/cli/commands/lab.js';
+import { KubeClient, loadKubeconfig } from '../../src/k8s/client.js';
+import { execInPod } from '../../src/k8s/exec.js';
+import { HYPHA_BIN, Lab, type LabState } from '../../src/lab/lab.js';
+import { repoRoot, skipUnlessPrivileged } from '../helpers/kernel.js';
+
+const TUTORIAL = join(repoRoot, 'examples/tutorial');
+const NAME = 'hyobslab';
+
+interface Pod {
+  metadata: { name: string; namespace: string };
+  status?: { podIP?: string; conditions?: { type: string; status: string }[] };
+}
+
+describe("hypha lab: the tutorial's hubble commands through the relay", {
+  skip: skipUnlessPrivileged(),
+}, () => {
+  let lab: Lab;
+  let state: LabState;
+  let client: KubeClient;
+  let relay: string;
+
+  const hypha = (...args: string[]) =>
+    new Promise<{ code: number; out: string; err: string }>((resolve) =>
+      execFile(HYPHA_BIN, args, { timeout: 30_000 }, (e, out, err) =>
+        resolve({ code: e ? ((e as { code?: number }).code ?? 1) : 0, out, err }),
+      ),
+    );
+  /** Runs a --follow command until `done` holds for what it printed, then interrupts it as Ctrl-C does. */
+  const follow = (args: string[], done: (out: string) => boolean, poke: () => Promise<unknown>) =>
+    new Promise<{ code: number | null; out: string }>((resolve, reject) => {
+      const child = spawn(HYPHA_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      let finished = false;
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`${args.join(' ')}: nothing matching within 20 s; got:\n${out}\n${err}`));
+      }, 20_000);
+      child.stdout.on('data', (c: Buffer) => {
+        out += c.toString();
+        if (!finished && done(out)) {
+          finished = true;
+          child.kill('SIGINT');
+        }
+      });
+      child.stderr.on('data', (c: Buffer) => {
+        err += c.toString();
+      });
+      child.on('exit', (code) => {
+        clearTimeout(timer);
+        finished = true;
+        resolve({ code, out });
+      });
+      // Traffic while it follows: the flows must arrive live, not from the past.
+      const loop = async () => {
+        await new Promise((r) => setTimeout(r, 500));
+        while (!finished) {
+          await poke();
+          await new Promise((r) => setTimeout(r, 300));
+        }
+      };
+      void loop();
+    });
+  const pods = async (selector: string) =>
+    (await client.json<{ items: Pod[] }>('GET', `/api/v1/pods?labelSelector=${encodeURIComponent(selector)}`))
+      .items;
+  const curl = async (from: Pod, to: Pod) => {
+    const out = new PassThrough();
+    out.resume();
+    return execInPod(loadKubeconfig(state.kubeconfig), {
+      namespace: from.metadata.namespace,
+      pod: from.metadata.name,
+      command: ['curl', '-s', '-m', '1', '-o', '/dev/null', `http://${to.status!.podIP!}:8080/`],
+      stdout: out,
+      stderr: out,
+    });
+  };
+
+  before(async () => {
+    lab = new Lab(
+      {
+        name: NAME,
+        nodes: 3,
+        dataDir: mkdtempSync(join(tmpdir(), 'hy-lab-')),
+        values: {},
+        port: 0,
+        underlayOctet: 213,
+        relayPort: 0,
+        uiPort: 0,
+      },
+      () => {},
+    );
+    state = await lab.up();
+    assert.ok(state.relay, 'the lab runs a relay');
+    relay = state.relay;
+    client = new KubeClient(loadKubeconfig(state.kubeconfig));
+    const sink = new PassThrough();
+    sink.resume();
+    assert.equal(await applyFiles(client, [join(TUTORIAL, '00-workloads.yaml')], sink), 0);
+    const end = Date.now() + 60_000;
+    for (;;) {
+      const all = (await client.json<{ items: Pod[] }>('GET', '/api/v1/namespaces/production/pods')).items;
+      if (
+        all.length >= 7 &&
+        all.every((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
+      )
+        break;
+      if (Date.now() > end) throw new Error('production pods not ready');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  });
+
+  after(async () => {
+    await lab?.down(false);
+  });
+
+  test('hubble status: the relay is healthy and every node connected', async () => {
+    const r = await hypha('hubble', 'status', '--server', relay);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, new RegExp(`^Healthcheck \\(via ${relay.replace(/\./g, '\\.')}\\): Ok$`, 'm'));
+    assert.match(r.out, /^Current\/Max Flows: [\d,]+\/[\d,]+/m);
+    assert.match(r.out, /^Connected Nodes: 3\/3$/m);
+    const nodes = await hypha('hubble', 'list', 'nodes', '--server', relay);
+    assert.equal(nodes.code, 0, nodes.err);
+    assert.equal(nodes.out.split('\n').filter((l) => / Connected /.test(l)).length, 3, nodes.out);
+  });
+
+  test('observe --namespace production --follow shows live flows of the namespace', async () => {
+    const [fe] = await pods('app=frontend');
+    const [cat] = await pods('app=catalog');
+    const r = await follow(
+      ['observe', '--server', relay, '--namespace', 'production', '--follow'],
+      (out) => /production\/frontend-\S+ \(ID:\d+\) -> production\/catalog-\S+:8080 .*FORWARDED/.test(out),
+      () => curl(fe!, cat!),
+    );
+    assert.equal(r.code, 0, 'ends cleanly on Ctrl-C');
+    for (const line of r.out.trim().split('\n'))
+      assert.match(line, /production\//, `a flow outside the namespace: ${line}`);
+  });
+
+  test('after the default-deny: --verdict DROPPED --follow, --pod, and --output json | head -5', async () => {
+    const r0 = await hypha(
+      'apply',
+      '-f',
+      join(TUTORIAL, '05.1-default-deny.yaml'),
+      '--kubeconfig',
+      state.kubeconfig,
+    );
+    assert.equal(r0.code, 0, r0.out + r0.err);
+    const [gw] = await pods('app=api-gateway');
+    const [cat] = await pods('app=catalog');
+    const dropped = await follow(
+      ['observe', '--server', relay, '--namespace', 'production', '--verdict', 'DROPPED', '--follow'],
+      (out) => /production\/api-gateway-\S+ .*production\/catalog-\S+:8080 .*Policy denied DROPPED/.test(out),
+      () => curl(gw!, cat!),
+    );
+    for (const line of dropped.out.trim().split('\n')) assert.match(line, /DROPPED|DENIED/, line);
+
+    const pod = await hypha(
+      'observe',
+      '--server',
+      relay,
+      '--namespace',
+      'production',
+      '--pod',
+      gw!.metadata.name,
+      '--last',
+      '20',
+    );
+    assert.equal(pod.code, 0, pod.err);
+    const lines = pod.out.trim().split('\n');
+    assert.ok(lines.length > 0 && lines[0] !== '', 'flows of the pod');
+    for (const line of lines) assert.ok(line.includes(gw!.metadata.name), `not the pod's flow: ${line}`);
+
+    // The tutorial's pipe: the CLI must stop quietly when head closes the pipe.
+    const piped = await new Promise<{ code: number; out: string; err: string }>((resolve) =>
+      execFile(
+        'sh',
+        ['-c', `"${HYPHA_BIN}" observe --server ${relay} --namespace production --output json | head -5`],
+        (e, out, err) => resolve({ code: e ? 1 : 0, out, err }),
+      ),
+    );
+    assert.equal(piped.code, 0, piped.err);
+    assert.equal(piped.err, '', 'no error when head closes the pipe');
+    const json = piped.out.trim().split('\n');
+    assert.equal(json.length, 5);
+    for (const l of json) {
+      const o = JSON.parse(l) as { flow: { source?: { namespace?: string }; verdict: string; time: string } };
+      assert.ok(o.flow.time && o.flow.verdict, l);
+    }
+    const drops = await hypha(
+      'observe',
+      '--server',
+      relay,
+      '--verdict',
+      'DROPPED',
+      '--output',
+      'json',
+      '--last',
+      '5',
+    );
+    const drop = JSON.parse(drops.out.trim().split('\n').at(-1)!) as {
+      flow: { drop_reason_desc: string; source: { namespace: string }; destination: { namespace: string } };
+    };
+    assert.equal(drop.flow.drop_reason_desc, 'POLICY_DENIED');
+    assert.equal(drop.flow.source.namespace, 'production');
+  });
+});
