@@ -61,3 +61,30 @@ test('hypha agent refuses a config file with unknown keys or wrong types, naming
     rmSync(dir, { recursive: true });
   }
 });
+
+test('hypha agent checks its Hubble TLS flags before it starts anything', () => {
+  const half = hypha(
+    'agent',
+    '--node',
+    'hytls',
+    '--pod-cidr',
+    '10.250.0.0/24',
+    '--hubble-tls-cert-file',
+    '/x.pem',
+  );
+  assert.equal(half.status, 2);
+  assert.match(half.stderr, /--hubble-tls-cert-file and --hubble-tls-key-file: both are needed/);
+  const missing = hypha(
+    'agent',
+    '--node',
+    'hytls',
+    '--pod-cidr',
+    '10.250.0.0/24',
+    '--hubble-tls-cert-file',
+    '/nonexistent/cert.pem',
+    '--hubble-tls-key-file',
+    '/nonexistent/key.pem',
+  );
+  assert.equal(missing.status, 2);
+  assert.match(missing.stderr, /--hubble-tls-cert-file: .*no such file/i);
+});

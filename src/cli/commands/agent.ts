@@ -5,7 +5,7 @@ import { Agent, type AgentConfig, type AgentStatus, type EndpointRecord } from '
 import { serveApi } from '../../agent/api.js';
 import { callAgent, defaultSocket } from '../../agent/client.js';
 import { dropReasonName, summarizePacket } from '../../datapath/index.js';
-import { UsageError } from '../../errors.js';
+import { errorMessage, UsageError } from '../../errors.js';
 import { HubbleMetrics, parseMetricsConfig, splitMetricsFlag } from '../../hubble/metrics.js';
 import { formatLabels } from '../../identity/index.js';
 import { KubeClient, loadKubeconfig } from '../../k8s/client.js';
@@ -46,7 +46,32 @@ const AGENT_KEYS = [
   'hubble-metrics',
   'tofqdns-min-ttl',
   'tofqdns-proxy-port',
+  'hubble-tls-cert-file',
+  'hubble-tls-key-file',
+  'hubble-tls-client-ca-files',
 ];
+
+/** The Observer API's TLS from Cilium's --hubble-tls-* flags; undefined without them (plain, as Hubble's disable-tls). */
+function hubbleTls(values: Record<string, unknown>): { cert: Buffer; key: Buffer; ca?: Buffer } | undefined {
+  const cert = values['hubble-tls-cert-file'] as string | undefined;
+  const key = values['hubble-tls-key-file'] as string | undefined;
+  const ca = values['hubble-tls-client-ca-files'] as string | undefined;
+  if (!cert && !key && !ca) return undefined;
+  if (!cert || !key)
+    throw new UsageError('--hubble-tls-cert-file and --hubble-tls-key-file: both are needed for TLS');
+  const read = (flag: string, path: string) => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new UsageError(`--${flag}: ${errorMessage(err)}`);
+    }
+  };
+  return {
+    cert: read('hubble-tls-cert-file', cert),
+    key: read('hubble-tls-key-file', key),
+    ...(ca ? { ca: read('hubble-tls-client-ca-files', ca) } : {}),
+  };
+}
 
 /** The agent's config file: the flags' names as keys; unknown keys and wrong types are errors. */
 function readAgentConfig(path: string | undefined): Record<string, unknown> {
@@ -151,6 +176,18 @@ export const agentCommands: Command[] = [
         value: 'port',
         description: 'the DNS proxy port (default 10053; 0: no DNS proxy, DNS under dns rules is dropped)',
       },
+      'hubble-tls-cert-file': {
+        type: 'string',
+        value: 'file',
+        description:
+          "TLS certificate (PEM) for the Observer API on :4244 (with --hubble-tls-key-file; as Cilium's)",
+      },
+      'hubble-tls-key-file': { type: 'string', value: 'file', description: 'its private key (PEM)' },
+      'hubble-tls-client-ca-files': {
+        type: 'string',
+        value: 'file',
+        description: 'CA (PEM) that clients of :4244 must present a certificate from (mutual TLS)',
+      },
     },
     async run({ values: flags, stdout, signal }) {
       const values = { ...readAgentConfig(flags.config as string | undefined), ...definedOnly(flags) };
@@ -158,6 +195,8 @@ export const agentCommands: Command[] = [
       let podCidr = values['pod-cidr'] as string | undefined;
       if (!node || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(node))
         throw new UsageError('--node: a node name (DNS label) is required');
+      // Checked before anything starts: a bad flag never leaves an agent half up.
+      const tls = hubbleTls(values);
       let nodeIp = values['node-ip'] as string | undefined;
       if (!podCidr && values.kubeconfig) {
         // ipam.mode=kubernetes: the pod CIDR (and the node's address) come from the Node object.
@@ -235,6 +274,7 @@ export const agentCommands: Command[] = [
           `unix://${join(dirname(config.socket), 'hubble.sock')}`,
           ...(config.nodeIp ? [`${config.nodeIp}:4244`] : []),
         ],
+        ...(tls ? { tls } : {}),
       });
       stdout.write(
         `hypha agent ${node}: pod CIDR ${agent.ipam.cidr}, API on ${config.socket}, Hubble on ${hubble.addresses.join(', ')}, maps in ${config.pinDir}\n`,
