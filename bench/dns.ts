@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { parse } from 'yaml';
 import { AgentFlows } from '../src/agent/flows.js';
 import { FqdnManager } from '../src/agent/fqdn.js';
-import { withNetns } from '../src/bpf/index.js';
+import { unpin, withNetns } from '../src/bpf/index.js';
 import { Datapath } from '../src/datapath/index.js';
 import { endpointLabels } from '../src/identity/index.js';
 import { type NetNs, NetScope } from '../src/lab/net/index.js';
@@ -214,7 +214,8 @@ async function main(): Promise<void> {
     ]);
   } finally {
     await fqdn?.close();
-    dp?.destroy();
+    if (dp) dp.destroy();
+    else unpin(pinDir); // a failed load may have made the directory
     await net.dispose();
     rmSync(state, { recursive: true, force: true });
   }

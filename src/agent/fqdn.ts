@@ -406,7 +406,13 @@ export class FqdnManager {
       time: r.time,
       kind: 'dns',
       type: request ? 'request' : 'response',
-      verdict: r.verdict === 'forwarded' ? 'FORWARDED' : r.verdict === 'refused' ? 'DROPPED' : 'ERROR',
+      // A refused query is the policy's drop; the REFUSED answer then reaches the pod (as Hubble counts it).
+      verdict:
+        r.verdict === 'forwarded' || (r.verdict === 'refused' && !request)
+          ? 'FORWARDED'
+          : r.verdict === 'refused'
+            ? 'DROPPED'
+            : 'ERROR',
       trafficDirection: 'EGRESS',
       endpointId: r.endpointId ?? 0,
       source: request ? pod : server,

@@ -10,6 +10,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { unpin } from '../../src/bpf/index.js';
 import { Datapath, type DatapathEvent, decodeEvents, EventType } from '../../src/datapath/index.js';
 import { type NetNs, NetScope } from '../../src/lab/net/index.js';
 import type { PolicyEntry } from '../../src/policy/index.js';
@@ -206,7 +207,8 @@ describe('DNS redirect to the DNS proxy', { skip: skipUnlessPrivileged() }, () =
     await stopProxy();
     server?.kill('SIGKILL');
     reader?.close();
-    dp?.destroy();
+    if (dp) dp.destroy();
+    else unpin(pinDir);
     await net.dispose();
     const { rmSync } = await import('node:fs');
     rmSync(dir, { recursive: true, force: true });

@@ -155,6 +155,8 @@ describe('tutorial 5.4: egress by DNS name', { skip: skipUnlessPrivileged() }, (
     });
     return Buffer.concat(chunks).toString();
   };
+  /** The data-exporter's recent DNS flows, for failure messages. */
+  const dnsFlows = () => observe('--namespace', 'data-pipeline', '--protocol', 'dns', '--last', '40');
   /** The DNS proxy child of the data-exporter's node agent, found by its command line. */
   const proxyPid = (): number | undefined => {
     for (const d of readdirSync('/proc')) {
@@ -185,7 +187,7 @@ describe('tutorial 5.4: egress by DNS name', { skip: skipUnlessPrivileged() }, (
         name: NAME,
         nodes: 2,
         dataDir: mkdtempSync(join(tmpdir(), 'hy-fqlab-')),
-        values: { dnsProxy: { minTtl: MIN_TTL } },
+        values: { dnsProxy: { minTtl: MIN_TTL }, hubble: { metrics: { enabled: ['dns'] } } },
         port: 0,
         relayPort: 0,
         underlayOctet: 227,
@@ -233,14 +235,20 @@ describe('tutorial 5.4: egress by DNS name', { skip: skipUnlessPrivileged() }, (
     // In force once the other host is dropped; the partner's IP is unknown until looked up.
     await until('the policy', async () => (await https(exporter, OTHER.name, OTHER.ip)) === '000', 30_000);
     assert.equal(await https(exporter, PARTNER.name, PARTNER.ip), '000', 'by IP, before any DNS answer');
-    assert.equal(await https(exporter, PARTNER.name), '200', 'by name');
+    const byName = await https(exporter, PARTNER.name);
+    assert.equal(
+      byName,
+      '200',
+      `by name; DNS as the proxy saw it:\n${byName === '200' ? '' : await dnsFlows()}`,
+    );
     assert.equal(await https(exporter, PARTNER.name, PARTNER.ip), '200', 'by IP, once DNS taught it');
   });
 
   test('another world host is dropped, by IP and by another name (which resolves: dns allows "*")', async () => {
     assert.equal(await https(exporter, OTHER.name, OTHER.ip), '000');
     const resolved = await exec(exporter, ['getent', 'ahostsv4', OTHER.name]);
-    assert.match(resolved.stdout, new RegExp(OTHER.ip.replaceAll('.', '\\.')));
+    if (!resolved.stdout.includes(OTHER.ip))
+      assert.fail(`${OTHER.name} did not resolve:\n${await dnsFlows()}`);
     assert.equal(await https(exporter, OTHER.name), '000');
     const drops = await observe('--verdict', 'DROPPED', '--to-ip', OTHER.ip, '--last', '20');
     assert.match(drops, /Policy denied DROPPED/);
@@ -273,6 +281,11 @@ describe('tutorial 5.4: egress by DNS name', { skip: skipUnlessPrivileged() }, (
       ),
     );
     assert.match(flows, /RCode: Non-Existent Domain/, 'search-domain lookups answered NXDOMAIN');
+    // hubble.metrics.enabled: [dns], on the node's :9965.
+    const nodeIp = state.nodes.find((n) => n.name === exporterNode)!.ip;
+    const metrics = await (await fetch(`http://${nodeIp}:9965/metrics`)).text();
+    assert.match(metrics, /^hubble_dns_queries_total\{[^}]*qtypes="A"[^}]*\} [1-9]/m);
+    assert.match(metrics, /^hubble_dns_responses_total\{[^}]*rcode="No Error"[^}]*\} [1-9]/m);
   });
 
   test('a narrower dns rule: other names are REFUSED (and recorded as such)', async () => {
@@ -327,7 +340,7 @@ spec:
         flows,
         new RegExp(`dns-request proxy DROPPED \\(DNS Query ${OTHER.name.replaceAll('.', '\\.')}\\. A\\)`),
       );
-      assert.match(flows, /RCode: Query Refused/);
+      assert.match(flows, /dns-response proxy FORWARDED \(DNS Answer RCode: Query Refused/);
     } finally {
       await kubectl('delete', '-f', file);
     }
