@@ -154,6 +154,7 @@ static __always_inline int established(struct __sk_buff *skb, struct ct_entry *c
 {
 	bool reply = ev->ct_state == CT_REPLY;
 	bool changed = ct_update(ct, p->tuple.proto, p->tcp_flags, reply, skb->len, now);
+	bool to_proxy = ct->proxy_port && (!reply || proxy_upstream_reply(skb, egress));
 
 	/* The entry holds the identities of its first packet; a reply swaps them. */
 	ev->src_identity = reply ? ct->dst_identity : ct->src_identity;
@@ -161,12 +162,12 @@ static __always_inline int established(struct __sk_buff *skb, struct ct_entry *c
 	if (changed || now - ct->last_report_ns > (__u64)ct_report_interval * NS_PER_SEC) {
 		ct->last_report_ns = now;
 		ev->type = EVENT_TRACE;
-		ev->subtype = event_trace_point(egress, ct->proxy_port && !reply);
+		ev->subtype = event_trace_point(egress, to_proxy);
 		ev->verdict = VERDICT_FORWARDED;
 		ev->cookie = ct->cookie;
 		event_emit(skb, ev);
 	}
-	if (ct->proxy_port && !reply)
+	if (to_proxy)
 		skb->mark = MARK_MAGIC_TO_PROXY | ((__u32)bpf_ntohs(ct->proxy_port) << 16);
 	return 0;
 }

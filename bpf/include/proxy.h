@@ -22,7 +22,11 @@
  * The proxy's own connections to the destination carry a mark too (SO_MARK):
  * MARK_MAGIC_PROXY_INGRESS or MARK_MAGIC_PROXY_EGRESS with the client's identity. At the
  * destination's to_container that identity stands for the source (not the node's), and an
- * ingress proxy's connection passes the ingress policy it already enforced at L7.
+ * ingress proxy's connection passes the ingress policy it already enforced at L7. The
+ * egress proxy connects from the pod's own address and port (transparent), so that other
+ * nodes see the pod: the replies reach the pod's to_container on the original connection's
+ * conntrack entry and are turned around to the proxy like its requests
+ * (proxy_upstream_reply).
  */
 #ifndef __HYPHA_PROXY_H
 #define __HYPHA_PROXY_H
@@ -197,6 +201,17 @@ __hy_inline int proxy_deliver4(struct __sk_buff *skb)
 	metrics_count(r, DIR_INGRESS, skb->len);
 	event_emit(skb, &ev);
 	return TC_ACT_SHOT;
+}
+
+/*
+ * to_container, for a reply on a connection the egress proxy took over: the proxy's
+ * connection to the destination uses the pod's own address and port (the destination
+ * sees the pod), so the destination's replies come here. Those that no local socket sent
+ * (the proxy's answers to the pod did) go to the proxy's connection.
+ */
+__hy_inline bool proxy_upstream_reply(struct __sk_buff *skb, bool egress)
+{
+	return !egress && !skb->sk;
 }
 
 /* to_container: the peer's identity, the client's for the proxy's own connections. */

@@ -217,6 +217,7 @@ export class Agent {
     });
     this.#http = new HttpProxyManager({
       pinDir: config.pinDir,
+      podCidr: config.podCidr,
       datapath: this.#datapath,
       repo: this.repo,
       onEvent: (e) => this.flows.addL7(e),

@@ -11,6 +11,7 @@ import type { Datapath } from '../datapath/index.js';
 import { errorMessage } from '../errors.js';
 import type { L7Event } from '../hubble/l7.js';
 import type { PolicyEntry, PolicyRepository } from '../policy/index.js';
+import { unpackEvent } from '../proxy/http/events.js';
 import type { EndpointsMessage, ProxyEndpoint, RedirectEntry } from '../proxy/http/rules.js';
 import { Supervisor } from './supervisor.js';
 
@@ -23,6 +24,8 @@ const PROXY_RULE_PREF = 9;
 
 export interface HttpProxyManagerOptions {
   pinDir: string;
+  /** This node's pod CIDR (the proxy connects to pods elsewhere from the client pod's address). */
+  podCidr: string;
   datapath: Datapath;
   repo: PolicyRepository;
   ports?: { egress: number; ingress: number };
@@ -138,6 +141,8 @@ export class HttpProxyManager {
         String(this.ports.ingress),
         '--pin-dir',
         o.pinDir,
+        '--pod-cidr',
+        o.podCidr,
       ],
       onMessage: (m) => this.#message(m),
       onReady: () => o.log(`http proxy ready (pid ${this.#child.pid})`),
@@ -186,7 +191,8 @@ export class HttpProxyManager {
       if (this.#sent.get(src.id)?.json === json) continue;
       this.#sent.set(src.id, { ep, json });
       upsert.push(ep);
-      if (entries.some((e) => e.direction === 'ingress')) this.#rpFilterOff(src.hostIfname);
+      // Every redirecting veth turns packets around: ingress requests, egress replies.
+      this.#hairpinReady(src.hostIfname);
     }
     // Endpoints gone (among those named, or among all).
     for (const id of ids ?? [...this.#sent.keys()]) {
@@ -215,16 +221,22 @@ export class HttpProxyManager {
     return this.#child.close();
   }
 
-  #rpFilterOff(dev: string): void {
+  /**
+   * A veth that turns packets around to the proxy receives them with foreign sources (no
+   * reverse-path check) and, from the node's own sockets, with the node's (accept_local):
+   * safe, as from_container drops a pod's packet whose source is not the pod's.
+   */
+  #hairpinReady(dev: string): void {
     try {
       setSysctl(`net/ipv4/conf/${dev}/rp_filter`, 0);
+      setSysctl(`net/ipv4/conf/${dev}/accept_local`, 1);
     } catch (err) {
-      this.#o.log(`http proxy: rp_filter on ${dev}: ${errorMessage(err)}`);
+      this.#o.log(`http proxy: sysctls of ${dev}: ${errorMessage(err)}`);
     }
   }
 
   #message(m: unknown): void {
-    const msg = m as { type?: unknown; events?: unknown } | null;
+    const msg = m as { type?: unknown; packed?: unknown } | null;
     if (msg?.type === 'hello') {
       // A (re)started proxy gets everything, then listens.
       this.#child.send({
@@ -233,8 +245,17 @@ export class HttpProxyManager {
         upsert: [...this.#sent.values()].map((s) => s.ep),
         remove: [],
       } satisfies EndpointsMessage);
-    } else if (msg?.type === 'l7' && Array.isArray(msg.events)) {
-      for (const e of msg.events as L7Event[]) this.#o.onEvent(e);
+    } else if (msg?.type === 'l7' && Array.isArray(msg.packed)) {
+      for (const p of msg.packed) {
+        let e: L7Event;
+        try {
+          e = unpackEvent(p);
+        } catch (err) {
+          this.#o.log(`http proxy: ${errorMessage(err)}`);
+          continue;
+        }
+        this.#o.onEvent(e);
+      }
     }
   }
 }

@@ -8,34 +8,24 @@
  * restarts it.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import type { FqdnCacheEntry } from '../../src/agent/fqdn.js';
 import { fqdnCommands } from '../../src/cli/commands/fqdn.js';
-import { applyFiles } from '../../src/cli/commands/lab.js';
 import { observeCommands } from '../../src/cli/commands/observe.js';
-import { KubeClient, loadKubeconfig } from '../../src/k8s/client.js';
-import { execInPod } from '../../src/k8s/exec.js';
-import { Lab, type LabState } from '../../src/lab/lab.js';
+import type { KubeClient } from '../../src/k8s/client.js';
+import type { Lab, LabState } from '../../src/lab/lab.js';
 import { repoRoot, skipUnlessPrivileged } from '../helpers/kernel.js';
+import { type LabFixture, type Pod, startLab, TUTORIAL } from '../helpers/lab.js';
 
-const TUTORIAL = join(repoRoot, 'examples/tutorial');
 const NODE = join(repoRoot, 'node_modules/.bin/node');
 const NAME = 'hyfqlab';
 const PARTNER = { name: 'api.external-partner.com', ip: '203.0.113.10' };
 const OTHER = { name: 'other-partner.example', ip: '203.0.113.20' };
 /** Above the lab zone's TTL (30 s), so the fqdn cache shows that the minimum applied. */
 const MIN_TTL = 35;
-
-interface Pod {
-  metadata: { name: string; namespace: string };
-  spec: { nodeName?: string };
-  status?: { podIP?: string; conditions?: { type: string; status: string }[] };
-}
 
 /**
  * DNS queries from a pod, to the cluster DNS: `node -e QUERIES -- name count intervalMs`
@@ -72,27 +62,9 @@ describe('tutorial 5.4: egress by DNS name', { skip: skipUnlessPrivileged() }, (
   let exporterSocket: string;
   let exporterNode: string;
 
-  const exec = async (pod: Pod, command: string[]) => {
-    const out = new PassThrough();
-    const err = new PassThrough();
-    const chunks: Buffer[] = [];
-    out.on('data', (c: Buffer) => chunks.push(c));
-    err.resume();
-    const code = await execInPod(loadKubeconfig(state.kubeconfig), {
-      namespace: pod.metadata.namespace,
-      pod: pod.metadata.name,
-      command,
-      stdout: out,
-      stderr: err,
-    });
-    return { code, stdout: Buffer.concat(chunks).toString() };
-  };
-  const kubectl = (...args: string[]) =>
-    new Promise<{ code: number; out: string }>((resolve) =>
-      execFile('kubectl', args, { env: { ...process.env, KUBECONFIG: state.kubeconfig } }, (e, so, se) =>
-        resolve({ code: e ? 1 : 0, out: so + se }),
-      ),
-    );
+  let t: LabFixture;
+  const exec = (pod: Pod, command: string[]) => t.exec(pod, command);
+  const kubectl = (...args: string[]) => t.kubectl(...args);
   /** HTTPS status code ('000': no answer) from a pod; `ip` pins the name to an address without DNS. */
   const https = async (from: Pod, host: string, ip?: string) =>
     (
@@ -182,34 +154,16 @@ describe('tutorial 5.4: egress by DNS name', { skip: skipUnlessPrivileged() }, (
   };
 
   before(async () => {
-    lab = new Lab(
-      {
-        name: NAME,
-        nodes: 2,
-        dataDir: mkdtempSync(join(tmpdir(), 'hy-fqlab-')),
-        values: { dnsProxy: { minTtl: MIN_TTL }, hubble: { metrics: { enabled: ['dns'] } } },
-        port: 0,
-        relayPort: 0,
-        underlayOctet: 227,
-      },
-      () => {},
-    );
-    state = await lab.up();
-    client = new KubeClient(loadKubeconfig(state.kubeconfig));
-    const sink = new PassThrough();
-    sink.resume();
-    assert.equal(await applyFiles(client, [join(TUTORIAL, '00-workloads.yaml')], sink), 0);
-    await until(
-      'the tutorial pods',
-      async () => {
-        const all = (await client.json<{ items: Pod[] }>('GET', '/api/v1/pods')).items;
-        return (
-          all.some((p) => p.metadata.name.startsWith('data-exporter-')) &&
-          all.every((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
-        );
-      },
-      90_000,
-    );
+    t = await startLab({
+      name: NAME,
+      nodes: 2,
+      underlayOctet: 227,
+      values: { dnsProxy: { minTtl: MIN_TTL }, hubble: { metrics: { enabled: ['dns'] } } },
+      manifests: 'tutorial',
+      // production's 7, the data-exporter, coredns and an agent per node.
+      readyPods: 11,
+    });
+    ({ lab, state, client } = t);
     exporter = (
       await client.json<{ items: Pod[] }>(
         'GET',

@@ -7,30 +7,19 @@
  * restarted it; deleting the policy sends traffic directly again.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import type { AgentStatus } from '../../src/agent/agent.js';
 import { callAgent } from '../../src/agent/client.js';
-import { applyFiles } from '../../src/cli/commands/lab.js';
 import { observeCommands } from '../../src/cli/commands/observe.js';
-import { KubeClient, loadKubeconfig } from '../../src/k8s/client.js';
-import { execInPod } from '../../src/k8s/exec.js';
-import { Lab, type LabState } from '../../src/lab/lab.js';
-import { repoRoot, skipUnlessPrivileged } from '../helpers/kernel.js';
+import type { KubeClient } from '../../src/k8s/client.js';
+import type { Lab, LabState } from '../../src/lab/lab.js';
+import { skipUnlessPrivileged } from '../helpers/kernel.js';
+import { type LabFixture, type Pod, startLab, TUTORIAL } from '../helpers/lab.js';
 
-const TUTORIAL = join(repoRoot, 'examples/tutorial');
 const POLICY = join(TUTORIAL, '05.3-l7-http-policy.yaml');
 const NAME = 'hyl7lab';
-
-interface Pod {
-  metadata: { name: string; namespace: string };
-  spec: { nodeName?: string };
-  status?: { podIP?: string; conditions?: { type: string; status: string }[] };
-}
 
 interface JsonFlow {
   flow?: {
@@ -49,27 +38,9 @@ describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivilege
   let state: LabState;
   let client: KubeClient;
 
-  const kubectl = (...args: string[]) =>
-    new Promise<{ code: number; out: string }>((resolve) =>
-      execFile('kubectl', args, { env: { ...process.env, KUBECONFIG: state.kubeconfig } }, (e, so, se) =>
-        resolve({ code: e ? 1 : 0, out: so + se }),
-      ),
-    );
-  const exec = async (pod: Pod, command: string[]) => {
-    const out = new PassThrough();
-    const err = new PassThrough();
-    const chunks: Buffer[] = [];
-    out.on('data', (c: Buffer) => chunks.push(c));
-    err.resume();
-    const code = await execInPod(loadKubeconfig(state.kubeconfig), {
-      namespace: pod.metadata.namespace,
-      pod: pod.metadata.name,
-      command,
-      stdout: out,
-      stderr: err,
-    });
-    return { code, stdout: Buffer.concat(chunks).toString() };
-  };
+  let t: LabFixture;
+  const kubectl = (...args: string[]) => t.kubectl(...args);
+  const exec = (pod: Pod, command: string[]) => t.exec(pod, command);
   /** `curl` from a pod: the body, then the status code on the last line. */
   const curl = async (from: Pod, url: string, ...opts: string[]) => {
     const r = await exec(from, [
@@ -87,9 +58,7 @@ describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivilege
     const lines = r.stdout.split('\n');
     return { code: lines.at(-1) ?? '', body: lines.slice(0, -1).join('\n') };
   };
-  const pods = async (selector: string) =>
-    (await client.json<{ items: Pod[] }>('GET', `/api/v1/pods?labelSelector=${encodeURIComponent(selector)}`))
-      .items;
+  const pods = (selector: string) => t.pods(selector);
   const nodeOf = (pod: Pod) => state.nodes.find((n) => n.name === pod.spec.nodeName)!;
   const agentStatus = (pod: Pod) => callAgent<AgentStatus>(nodeOf(pod).agentSocket, 'GET', '/v1/status');
   /** `hubble observe` against one node's agent, JSON lines. */
@@ -112,34 +81,14 @@ describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivilege
   };
 
   before(async () => {
-    lab = new Lab(
-      {
-        name: NAME,
-        nodes: 3,
-        dataDir: mkdtempSync(join(tmpdir(), 'hy-l7-lab-')),
-        values: {},
-        port: 0,
-        relayPort: 0,
-        underlayOctet: 237,
-      },
-      () => {},
-    );
-    state = await lab.up();
-    client = new KubeClient(loadKubeconfig(state.kubeconfig));
-    const sink = new PassThrough();
-    sink.resume();
-    assert.equal(await applyFiles(client, [join(TUTORIAL, '00-workloads.yaml')], sink), 0);
-    const end = Date.now() + 60_000;
-    for (;;) {
-      const all = (await client.json<{ items: Pod[] }>('GET', '/api/v1/namespaces/production/pods')).items;
-      if (
-        all.length >= 7 &&
-        all.every((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
-      )
-        break;
-      if (Date.now() > end) throw new Error('production pods not ready');
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    t = await startLab({
+      name: NAME,
+      underlayOctet: 237,
+      manifests: 'tutorial',
+      readyPods: 7,
+      readyNamespace: 'production',
+    });
+    ({ lab, state, client } = t);
     const r = await kubectl('apply', '-f', POLICY);
     assert.equal(r.code, 0, r.out);
     // In force once a POST from frontend is refused by the proxy.
@@ -306,6 +255,72 @@ describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivilege
     assert.equal(denied?.flow?.ingress_denied_by?.[0]?.name, 'catalog-l7-policy');
   });
 
+  test("egress rules too: the client node's proxy, then the server node's (both policies hold)", async () => {
+    const egress = {
+      apiVersion: 'cilium.io/v2',
+      kind: 'CiliumNetworkPolicy',
+      metadata: { name: 'frontend-egress-l7', namespace: 'production' },
+      spec: {
+        endpointSelector: { matchLabels: { app: 'frontend' } },
+        egress: [
+          {
+            toEndpoints: [{ matchLabels: { app: 'catalog' } }],
+            toPorts: [
+              {
+                ports: [{ port: '8080', protocol: 'TCP' }],
+                // Narrower than catalog's ingress rule on products, wider on /admin.
+                rules: {
+                  http: [
+                    { method: 'GET', path: '/api/v1/products/[0-9]+' },
+                    { method: 'GET', path: '/admin' },
+                  ],
+                },
+              },
+            ],
+          },
+        ],
+      },
+    };
+    await client.apply(egress);
+    try {
+      const fronts = await pods('app=frontend');
+      const catalogs = await pods('app=catalog');
+      const f = fronts[0]!;
+      const base = (c: Pod) => `http://${c.status!.podIP}:8080`;
+      // In force once the egress rule refuses what the ingress rule lets through.
+      let code = '';
+      for (let i = 0; i < 50 && code !== '403'; i++) {
+        code = (await curl(f, `${base(catalogs[0]!)}/api/v1/products`)).code;
+        if (code !== '403') await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(code, '403', 'GET /api/v1/products refused by the egress rule');
+      for (const c of catalogs) {
+        const ok = await curl(f, `${base(c)}/api/v1/products/42`);
+        assert.equal(ok.code, '200', `GET to ${c.metadata.name}, through both proxies`);
+        assert.match(ok.body, new RegExp(`"pod":"${c.metadata.name}"`));
+        // Allowed by the egress rule, refused by the ingress rule (catalog-l7-policy).
+        assert.equal((await curl(f, `${base(c)}/admin`)).code, '403');
+        assert.equal((await curl(f, `${base(c)}/api/v1/products/42`, '-X', 'POST')).code, '403');
+      }
+      let egressFlows: JsonFlow[] = [];
+      for (let i = 0; i < 20 && egressFlows.length === 0; i++) {
+        const flows = await observe(nodeOf(f).agentSocket, '--type', 'l7', '--traffic-direction', 'egress');
+        egressFlows = flows.filter((x) => /\/api\/v1\/products$/.test(x.flow?.l7?.http?.url ?? ''));
+        if (egressFlows.length === 0) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(
+        egressFlows[0]?.flow?.verdict,
+        'DROPPED',
+        "GET /api/v1/products, dropped at the frontend's egress",
+      );
+    } finally {
+      await client.request(
+        'DELETE',
+        '/apis/cilium.io/v2/namespaces/production/ciliumnetworkpolicies/frontend-egress-l7',
+      );
+    }
+  });
+
   test('killing the proxy: its traffic is dropped (never passed) until the agent restarts it', async () => {
     const catalog = (await pods('app=catalog'))[0]!;
     const front = (await pods('app=frontend'))[0]!;
@@ -326,7 +341,10 @@ describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivilege
       [],
       'no POST got through',
     );
-    assert.ok(lines.includes('GET 000'), `some requests failed while it was down: ${lines.join(', ')}`);
+    assert.ok(
+      lines.some((l) => l.endsWith(' 000')),
+      `some requests failed while it was down: ${lines.join(', ')}`,
+    );
     assert.equal(lines.at(-1), 'GET 200', 'served again once restarted');
     const now = (await agentStatus(catalog)).httpProxy!;
     assert.equal(now.ready, true);

@@ -6,102 +6,35 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { connectivityCommands } from '../../src/cli/commands/connectivity.js';
-import { applyFiles } from '../../src/cli/commands/lab.js';
 import { observeCommands } from '../../src/cli/commands/observe.js';
-import { KubeClient, loadKubeconfig } from '../../src/k8s/client.js';
-import { execInPod } from '../../src/k8s/exec.js';
-import { Lab, type LabState, labCgroup } from '../../src/lab/lab.js';
+import type { KubeClient } from '../../src/k8s/client.js';
+import { type Lab, type LabState, labCgroup } from '../../src/lab/lab.js';
 import { NetNs } from '../../src/lab/net/index.js';
-import { repoRoot, skipUnlessPrivileged } from '../helpers/kernel.js';
+import { skipUnlessPrivileged } from '../helpers/kernel.js';
+import { type LabFixture, type Pod, startLab, TUTORIAL } from '../helpers/lab.js';
 
-const TUTORIAL = join(repoRoot, 'examples/tutorial');
 const NAME = `hyt${process.pid.toString(36)}`;
-
-interface Pod {
-  metadata: { name: string; namespace: string };
-  spec: { nodeName?: string; hostNetwork?: boolean };
-  status?: { podIP?: string; conditions?: { type: string; status: string }[] };
-}
 
 describe('hypha lab: three nodes, the tutorial workloads', { skip: skipUnlessPrivileged() }, () => {
   let lab: Lab;
   let state: LabState;
   let client: KubeClient;
 
-  const exec = async (ns: string, pod: string, command: string[]) => {
-    const out = new PassThrough();
-    const err = new PassThrough();
-    const chunks: Buffer[] = [];
-    out.on('data', (c: Buffer) => chunks.push(c));
-    err.resume();
-    const code = await execInPod(loadKubeconfig(state.kubeconfig), {
-      namespace: ns,
-      pod,
-      command,
-      stdout: out,
-      stderr: err,
-    });
-    return { code, stdout: Buffer.concat(chunks).toString() };
-  };
-  const kubectl = (...args: string[]) =>
-    new Promise<{ code: number; out: string }>((resolve) =>
-      execFile('kubectl', args, { env: { ...process.env, KUBECONFIG: state.kubeconfig } }, (e, so, se) =>
-        resolve({ code: e ? 1 : 0, out: so + se }),
-      ),
-    );
-  const pods = async (selector: string) =>
-    (await client.json<{ items: Pod[] }>('GET', `/api/v1/pods?labelSelector=${encodeURIComponent(selector)}`))
-      .items;
-  const curl = (from: Pod, ip: string) =>
-    exec(from.metadata.namespace, from.metadata.name, [
-      'curl',
-      '-s',
-      '-m',
-      '2',
-      '-o',
-      '/dev/null',
-      '-w',
-      '%{http_code}',
-      `http://${ip}:8080/`,
-    ]);
+  let t: LabFixture;
+  const exec = (ns: string, pod: string, command: string[]) =>
+    t.exec({ metadata: { name: pod, namespace: ns }, spec: {} }, command);
+  const kubectl = (...args: string[]) => t.kubectl(...args);
+  const pods = (selector: string) => t.pods(selector);
+  const curl = async (from: Pod, ip: string) => ({ stdout: await t.curl(from, `http://${ip}:8080/`) });
 
   before(async () => {
-    lab = new Lab(
-      {
-        name: NAME,
-        nodes: 3,
-        dataDir: mkdtempSync(join(tmpdir(), 'hy-lab-')),
-        values: {},
-        port: 0,
-        underlayOctet: 243,
-      },
-      () => {},
-    );
-    state = await lab.up();
-    client = new KubeClient(loadKubeconfig(state.kubeconfig));
-    const sink = new PassThrough();
-    sink.resume();
-    assert.equal(await applyFiles(client, [join(TUTORIAL, '00-workloads.yaml')], sink), 0);
-    const end = Date.now() + 60_000;
-    for (;;) {
-      const all = (await client.json<{ items: Pod[] }>('GET', '/api/v1/pods')).items;
-      if (
-        all.length >= 12 &&
-        all.every((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
-      )
-        break;
-      if (Date.now() > end)
-        throw new Error(
-          `pods not ready: ${JSON.stringify(all.map((p) => [p.metadata.name, p.status?.conditions]))}`,
-        );
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    t = await startLab({ name: NAME, underlayOctet: 243, manifests: 'tutorial', readyPods: 12 });
+    ({ lab, state, client } = t);
   });
 
   after(async () => {

@@ -6,31 +6,16 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { applyFiles } from '../../src/cli/commands/lab.js';
-import { KubeClient, loadKubeconfig } from '../../src/k8s/client.js';
-import { execInPod } from '../../src/k8s/exec.js';
-import { HYPHA_BIN, Lab, type LabState } from '../../src/lab/lab.js';
-import { repoRoot, skipUnlessPrivileged } from '../helpers/kernel.js';
-
-const TUTORIAL = join(repoRoot, 'examples/tutorial');
-const NAME = 'hyobslab';
-
-interface Pod {
-  metadata: { name: string; namespace: string };
-  status?: { podIP?: string; conditions?: { type: string; status: string }[] };
-}
+import { HYPHA_BIN } from '../../src/lab/lab.js';
+import { skipUnlessPrivileged } from '../helpers/kernel.js';
+import { type LabFixture, type Pod, startLab, TUTORIAL } from '../helpers/lab.js';
 
 describe("hypha lab: the tutorial's hubble commands through the relay", {
   skip: skipUnlessPrivileged(),
 }, () => {
-  let lab: Lab;
-  let state: LabState;
-  let client: KubeClient;
+  let t: LabFixture;
   let relay: string;
 
   const hypha = (...args: string[]) =>
@@ -75,57 +60,22 @@ describe("hypha lab: the tutorial's hubble commands through the relay", {
       };
       void loop();
     });
-  const pods = async (selector: string) =>
-    (await client.json<{ items: Pod[] }>('GET', `/api/v1/pods?labelSelector=${encodeURIComponent(selector)}`))
-      .items;
-  const curl = async (from: Pod, to: Pod) => {
-    const out = new PassThrough();
-    out.resume();
-    return execInPod(loadKubeconfig(state.kubeconfig), {
-      namespace: from.metadata.namespace,
-      pod: from.metadata.name,
-      command: ['curl', '-s', '-m', '1', '-o', '/dev/null', `http://${to.status!.podIP!}:8080/`],
-      stdout: out,
-      stderr: out,
-    });
-  };
+  const curl = (from: Pod, to: Pod) => t.curl(from, `http://${to.status!.podIP!}:8080/`, [], 1);
 
   before(async () => {
-    lab = new Lab(
-      {
-        name: NAME,
-        nodes: 3,
-        dataDir: mkdtempSync(join(tmpdir(), 'hy-lab-')),
-        values: {},
-        port: 0,
-        underlayOctet: 213,
-        relayPort: 0,
-        uiPort: 0,
-      },
-      () => {},
-    );
-    state = await lab.up();
-    assert.ok(state.relay, 'the lab runs a relay');
-    relay = state.relay;
-    client = new KubeClient(loadKubeconfig(state.kubeconfig));
-    const sink = new PassThrough();
-    sink.resume();
-    assert.equal(await applyFiles(client, [join(TUTORIAL, '00-workloads.yaml')], sink), 0);
-    const end = Date.now() + 60_000;
-    for (;;) {
-      const all = (await client.json<{ items: Pod[] }>('GET', '/api/v1/namespaces/production/pods')).items;
-      if (
-        all.length >= 7 &&
-        all.every((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
-      )
-        break;
-      if (Date.now() > end) throw new Error('production pods not ready');
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    t = await startLab({
+      name: 'hyobslab',
+      underlayOctet: 213,
+      manifests: 'tutorial',
+      readyPods: 7,
+      readyNamespace: 'production',
+    });
+    assert.ok(t.state.relay, 'the lab runs a relay');
+    relay = t.state.relay;
   });
 
   after(async () => {
-    await lab?.down(false);
+    await t?.down();
   });
 
   test('hubble status: the relay is healthy and every node connected', async () => {
@@ -140,8 +90,8 @@ describe("hypha lab: the tutorial's hubble commands through the relay", {
   });
 
   test('observe --namespace production --follow shows live flows of the namespace', async () => {
-    const [fe] = await pods('app=frontend');
-    const [cat] = await pods('app=catalog');
+    const [fe] = await t.pods('app=frontend');
+    const [cat] = await t.pods('app=catalog');
     const r = await follow(
       ['observe', '--server', relay, '--namespace', 'production', '--follow'],
       (out) => /production\/frontend-\S+ \(ID:\d+\) -> production\/catalog-\S+:8080 .*FORWARDED/.test(out),
@@ -158,11 +108,11 @@ describe("hypha lab: the tutorial's hubble commands through the relay", {
       '-f',
       join(TUTORIAL, '05.1-default-deny.yaml'),
       '--kubeconfig',
-      state.kubeconfig,
+      t.state.kubeconfig,
     );
     assert.equal(r0.code, 0, r0.out + r0.err);
-    const [gw] = await pods('app=api-gateway');
-    const [cat] = await pods('app=catalog');
+    const [gw] = await t.pods('app=api-gateway');
+    const [cat] = await t.pods('app=catalog');
     const dropped = await follow(
       ['observe', '--server', relay, '--namespace', 'production', '--verdict', 'DROPPED', '--follow'],
       (out) => /production\/api-gateway-\S+ .*production\/catalog-\S+:8080 .*Policy denied DROPPED/.test(out),

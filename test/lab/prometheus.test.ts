@@ -14,20 +14,13 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { applyFiles } from '../../src/cli/commands/lab.js';
-import { KubeClient, loadKubeconfig } from '../../src/k8s/client.js';
-import { execInPod } from '../../src/k8s/exec.js';
-import { Lab, type LabState } from '../../src/lab/lab.js';
+import type { KubeClient } from '../../src/k8s/client.js';
+import type { LabState } from '../../src/lab/lab.js';
 import { loadValues } from '../../src/lab/values.js';
 import { repoRoot, skipUnlessPrivileged } from '../helpers/kernel.js';
+import { type LabFixture, type Pod, startLab, TUTORIAL } from '../helpers/lab.js';
 
-const TUTORIAL = join(repoRoot, 'examples/tutorial');
 const PROMETHEUS = '/usr/bin/prometheus';
-
-interface Pod {
-  metadata: { name: string; namespace: string };
-  spec: { nodeName?: string };
-  status?: { podIP?: string; conditions?: { type: string; status: string }[] };
-}
 
 interface Sample {
   metric: Record<string, string>;
@@ -46,7 +39,7 @@ function freePort(): Promise<number> {
 }
 
 describe('Prometheus scrapes the lab agents Hubble metrics', { skip: skipUnlessPrivileged() }, () => {
-  let lab: Lab | undefined;
+  let t: LabFixture | undefined;
   let state: LabState;
   let client: KubeClient;
   let prom: ChildProcess | undefined;
@@ -72,35 +65,17 @@ describe('Prometheus scrapes the lab agents Hubble metrics', { skip: skipUnlessP
 
   before(async () => {
     assert.ok(existsSync(PROMETHEUS), `${PROMETHEUS} is installed`);
-    lab = new Lab(
-      {
-        name: 'hyhblab',
-        nodes: 2,
-        dataDir: join(work, 'lab'),
-        values: loadValues([join(repoRoot, 'examples/cilium-values.yaml')], []),
-        port: 0,
-        relayPort: 0,
-        uiPort: 0,
-        underlayOctet: 231,
-      },
-      () => {},
-    );
-    state = await lab.up();
-    client = new KubeClient(loadKubeconfig(state.kubeconfig));
-    const sink = new PassThrough();
-    sink.resume();
-    assert.equal(await applyFiles(client, [join(TUTORIAL, '00-workloads.yaml')], sink), 0);
-    const end = Date.now() + 90_000;
-    for (;;) {
-      const all = (await client.json<{ items: Pod[] }>('GET', '/api/v1/namespaces/production/pods')).items;
-      if (
-        all.length >= 3 &&
-        all.every((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
-      )
-        break;
-      if (Date.now() > end) throw new Error('production pods not ready');
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    t = await startLab({
+      name: 'hyhblab',
+      nodes: 2,
+      underlayOctet: 231,
+      values: loadValues([join(repoRoot, 'examples/cilium-values.yaml')], []),
+      manifests: 'tutorial',
+      readyPods: 3,
+      readyNamespace: 'production',
+    });
+    state = t.state;
+    client = t.client;
   });
 
   after(async () => {
@@ -114,7 +89,7 @@ describe('Prometheus scrapes the lab agents Hubble metrics', { skip: skipUnlessP
       await exited;
       clearTimeout(t);
     }
-    await lab?.down(false);
+    await t?.down();
     rmSync(work, { recursive: true, force: true });
   });
 
@@ -189,17 +164,8 @@ describe('Prometheus scrapes the lab agents Hubble metrics', { skip: skipUnlessP
     const pods = (await client.json<{ items: Pod[] }>('GET', '/api/v1/namespaces/production/pods')).items;
     const gw = pods.find((p) => p.metadata.name.startsWith('api-gateway-'))!;
     const catalog = pods.find((p) => p.metadata.name.startsWith('catalog-'))!;
-    const curl = async () => {
-      const out = new PassThrough();
-      out.resume();
-      return execInPod(loadKubeconfig(state.kubeconfig), {
-        namespace: 'production',
-        pod: gw.metadata.name,
-        command: ['curl', '-s', '-m', '1', '-o', '/dev/null', `http://${catalog.status!.podIP}:8080/`],
-        stdout: out,
-        stderr: out,
-      });
-    };
+    const curl = async () =>
+      (await t!.curl(gw, `http://${catalog.status!.podIP}:8080/`, [], 1)) === '200' ? 0 : 1;
     // Traffic before the policy is forwarded; after it, dropped.
     assert.equal(await curl(), 0, 'allowed before the default-deny');
     assert.equal(

@@ -6,16 +6,12 @@
  * brings up its own small lab (three echo pods, two clients) once.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { LbMaps } from '../../src/datapath/lb.js';
-import { KubeClient, loadKubeconfig } from '../../src/k8s/client.js';
-import { execInPod } from '../../src/k8s/exec.js';
-import { agentPinDir, Lab, type LabState } from '../../src/lab/lab.js';
+import type { KubeClient } from '../../src/k8s/client.js';
+import { agentPinDir, type Lab, type LabState } from '../../src/lab/lab.js';
 import { skipUnlessPrivileged } from '../helpers/kernel.js';
+import { type LabFixture, startLab } from '../helpers/lab.js';
 import { CLIENT_SCRIPT, NODE, type Reply, SERVERS_SCRIPT, served } from '../helpers/lb.js';
 
 const NAME = 'hys6lab';
@@ -77,6 +73,7 @@ const service = (
 });
 
 describe('hypha lab: services from pods on every node', { skip: skipUnlessPrivileged() }, () => {
+  let t: LabFixture;
   let lab: Lab;
   let state: LabState;
   let client: KubeClient;
@@ -85,21 +82,14 @@ describe('hypha lab: services from pods on every node', { skip: skipUnlessPrivil
 
   /** Runs helpers/lb.ts's client in a pod: requests in turn, each of n exchanges. */
   const runAll = async (from: Pod, reqs: Record<string, unknown>[]): Promise<Reply[][]> => {
-    const out = new PassThrough();
-    const err = new PassThrough();
-    const chunks: Buffer[] = [];
-    const errs: Buffer[] = [];
-    out.on('data', (c: Buffer) => chunks.push(c));
-    err.on('data', (c: Buffer) => errs.push(c));
-    const code = await execInPod(loadKubeconfig(state.kubeconfig), {
-      namespace: from.metadata.namespace,
-      pod: from.metadata.name,
-      command: [NODE, '-e', CLIENT_SCRIPT, JSON.stringify(reqs.map((r, id) => ({ ...r, id })))],
-      stdout: out,
-      stderr: err,
-    });
-    const text = Buffer.concat(chunks).toString().trim();
-    assert.equal(code, 0, `client in ${from.metadata.name}: ${text} ${Buffer.concat(errs)}`);
+    const r = await t.exec(from, [
+      NODE,
+      '-e',
+      CLIENT_SCRIPT,
+      JSON.stringify(reqs.map((r, id) => ({ ...r, id }))),
+    ]);
+    const text = r.stdout.trim();
+    assert.equal(r.code, 0, `client in ${from.metadata.name}: ${text} ${r.stderr}`);
     const replies = text.split('\n').map((l) => JSON.parse(l) as { id: number; out: Reply[] });
     assert.deepEqual(
       replies.map((r) => r.id),
@@ -128,19 +118,8 @@ describe('hypha lab: services from pods on every node', { skip: skipUnlessPrivil
   };
 
   before(async () => {
-    lab = new Lab(
-      {
-        name: NAME,
-        nodes: 3,
-        dataDir: mkdtempSync(join(tmpdir(), 'hy-lab-')),
-        values: {},
-        port: 0,
-        underlayOctet: 206,
-      },
-      () => {},
-    );
-    state = await lab.up();
-    client = new KubeClient(loadKubeconfig(state.kubeconfig));
+    t = await startLab({ name: NAME, underlayOctet: 206 });
+    ({ lab, state, client } = t);
     const workers = state.nodes.filter((n) => n.role === 'worker').map((n) => n.name);
     assert.equal(workers.length, 2);
     await client.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });

@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { CompiledRuleSet } from '../../src/policy/http.js';
+import { F_DROPPED, F_EGRESS, F_RESPONSE, packHeaders, unpackEvent } from '../../src/proxy/http/events.js';
 import {
   MARK_MAGIC_PROXY_EGRESS,
   MARK_MAGIC_PROXY_INGRESS,
@@ -17,7 +18,13 @@ const OTHER = 1002;
 // The tutorial's section 5.3 rule: from frontend, GET /api/v1/products.* only.
 const rules = new CompiledRuleSet({
   groups: [
-    { identities: [FRONTEND], rules: [{ method: 'GET', path: '/api/v1/products.*' }] },
+    {
+      identities: [FRONTEND],
+      rules: [
+        { method: 'GET', path: '/api/v1/products.*' },
+        { method: 'HEAD', path: '/api/v1/products.*' },
+      ],
+    },
     {
       identities: [OTHER],
       rules: [
@@ -246,6 +253,43 @@ describe('L7 HTTP proxy', () => {
     assert.ok(records.some((r) => r.method === 'CONNECT' && r.verdict === 'denied'));
   });
 
+  test('pipelined requests are answered in order, denied ones in their place', async () => {
+    peer = FRONTEND;
+    seen.length = 0;
+    const c = new RawClient(port);
+    const out = await c.send(
+      'GET /api/v1/products/1 HTTP/1.1\r\nHost: x\r\n\r\n' +
+        'POST /api/v1/products HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc' +
+        'GET /api/v1/products/3 HTTP/1.1\r\nHost: x\r\n\r\n',
+      /products\/3","body":""[^}]*\}$/,
+    );
+    const statuses = [...out.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]);
+    assert.deepEqual(statuses, ['200', '403', '200']);
+    assert.ok(out.indexOf('products/1') < out.indexOf('Access denied'));
+    assert.ok(out.indexOf('Access denied') < out.indexOf('products/3'));
+    assert.deepEqual(seen, ['GET /api/v1/products/1', 'GET /api/v1/products/3']);
+    c.sock.destroy();
+  });
+
+  test('HEAD responses have no body; HTTP/1.0 and Connection: close end the connection after the answer', async () => {
+    const h = new RawClient(port);
+    const head = await h.send('HEAD /api/v1/products HTTP/1.1\r\nHost: x\r\n\r\n', /\r\n\r\n$/);
+    assert.match(head, /^HTTP\/1\.1 200/, JSON.stringify(head));
+    const next = await h.send('GET /api/v1/products/9 HTTP/1.1\r\nHost: x\r\n\r\n', /\}$/);
+    assert.match(next, /^HTTP\/1\.1 200[\s\S]*products\/9/, JSON.stringify(head + next));
+    h.sock.destroy();
+    for (const req of [
+      'GET /api/v1/products HTTP/1.0\r\n\r\n',
+      'GET /api/v1/products HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    ]) {
+      const c = new RawClient(port);
+      const out = await c.send(req, /\}$/);
+      assert.match(out, /"path":"\/api\/v1\/products"/, req);
+      await new Promise((r) => setTimeout(r, 30));
+      assert.ok(c.closed, `closed after: ${req.split('\r\n')[0]}`);
+    }
+  });
+
   test('an unreachable upstream gives 503, not a hang', async () => {
     const dead = createHttpProxy({
       resolve: () => ({ host: '127.0.0.1', port: 1, rules, peerIdentity: FRONTEND }),
@@ -415,5 +459,79 @@ describe('L7 HTTP proxy: which entry a connection falls under', () => {
     assert.equal(upstreamMark(MARK_MAGIC_PROXY_INGRESS, 0x12345), 0x23450a01);
     assert.equal(upstreamMark(MARK_MAGIC_PROXY_EGRESS, 256), 0x01000b00);
     assert.equal(upstreamMark(MARK_MAGIC_PROXY_INGRESS, (1 << 24) | 5), 0x00020a00);
+  });
+});
+
+describe('L7 HTTP proxy: events to the agent', () => {
+  test('a packed event unpacks to the L7Event the flow builder takes', () => {
+    const headers = packHeaders([
+      { key: 'host', value: 'catalog:8080' },
+      { key: 'accept', value: '*/*' },
+    ]);
+    const e = unpackEvent([
+      1700000000000.5,
+      F_RESPONSE | F_EGRESS,
+      7,
+      '10.244.1.4',
+      8080,
+      300,
+      '10.244.1.3',
+      40000,
+      301,
+      200,
+      'GET',
+      'http://catalog:8080/api/v1/products',
+      'HTTP/1.1',
+      1500000,
+      'CiliumNetworkPolicy/production/catalog-l7-policy',
+      '',
+      headers,
+    ]);
+    assert.deepEqual(e, {
+      time: 1700000000000.5,
+      kind: 'http',
+      type: 'response',
+      verdict: 'FORWARDED',
+      trafficDirection: 'EGRESS',
+      endpointId: 7,
+      source: { ip: '10.244.1.4', port: 8080, identity: 300 },
+      destination: { ip: '10.244.1.3', port: 40000, identity: 301 },
+      http: {
+        code: 200,
+        method: 'GET',
+        url: 'http://catalog:8080/api/v1/products',
+        protocol: 'HTTP/1.1',
+        headers: [
+          { key: 'host', value: 'catalog:8080' },
+          { key: 'accept', value: '*/*' },
+        ],
+      },
+      latencyNs: 1500000,
+      policy: { kind: 'CiliumNetworkPolicy', namespace: 'production', name: 'catalog-l7-policy' },
+    });
+    const denied = unpackEvent([
+      1,
+      F_DROPPED,
+      7,
+      'a',
+      1,
+      2,
+      'b',
+      3,
+      4,
+      403,
+      'POST',
+      '/x',
+      'HTTP/1.1',
+      -1,
+      '',
+      'Access denied',
+      '',
+    ]);
+    assert.equal(denied.verdict, 'DROPPED');
+    assert.equal(denied.type, 'request');
+    assert.equal(denied.reason, 'Access denied');
+    assert.equal(denied.latencyNs, undefined);
+    assert.throws(() => unpackEvent(['short']), TypeError);
   });
 });

@@ -7,96 +7,43 @@
  * The screenshot is saved to dist/test-artifacts/ui-map.png.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { applyFiles } from '../../src/cli/commands/lab.js';
-import { KubeClient, loadKubeconfig } from '../../src/k8s/client.js';
-import { execInPod } from '../../src/k8s/exec.js';
-import { Lab, type LabState } from '../../src/lab/lab.js';
+import type { LabState } from '../../src/lab/lab.js';
 import { repoRoot, skipUnlessPrivileged } from '../helpers/kernel.js';
+import { type LabFixture, type Pod, startLab, TUTORIAL } from '../helpers/lab.js';
 import { Chromium, type Page } from './cdp.js';
 
-const TUTORIAL = join(repoRoot, 'examples/tutorial');
 const NAME = 'hyuilab';
 export const SCREENSHOT = join(repoRoot, 'dist/test-artifacts/ui-map.png');
 const DROPPED_EDGE = 'workload:production/api-gateway->workload:production/catalog';
 
-interface Pod {
-  metadata: { name: string; namespace: string };
-  spec: { nodeName?: string };
-  status?: { podIP?: string; conditions?: { type: string; status: string }[] };
-}
-
 describe('Hubble UI in headless Chromium, in a lab', { skip: skipUnlessPrivileged() }, () => {
-  let lab: Lab | undefined;
   let state: LabState;
-  let client: KubeClient;
   let browser: Chromium | undefined;
 
-  const exec = async (p: Pod, command: string[]) => {
-    const out = new PassThrough();
-    const err = new PassThrough();
-    const chunks: Buffer[] = [];
-    out.on('data', (c: Buffer) => chunks.push(c));
-    err.resume();
-    const code = await execInPod(loadKubeconfig(state.kubeconfig), {
-      namespace: p.metadata.namespace,
-      pod: p.metadata.name,
-      command,
-      stdout: out,
-      stderr: err,
-    });
-    return { code, stdout: Buffer.concat(chunks).toString() };
-  };
-  const pods = async (app: string) =>
-    (
-      await client.json<{ items: Pod[] }>(
-        'GET',
-        `/api/v1/namespaces/production/pods?labelSelector=${encodeURIComponent(`app=${app}`)}`,
-      )
-    ).items;
-  const curl = (from: Pod, url: string) =>
-    exec(from, ['curl', '-s', '-m', '2', '-o', '/dev/null', '-w', '%{http_code}', url]);
+  let t: LabFixture | undefined;
+  const pods = (app: string) => t!.pods(`app=${app}`, 'production');
+  const curl = async (from: Pod, url: string) => ({ stdout: await t!.curl(from, url) });
 
   before(async () => {
-    lab = new Lab(
-      {
-        name: NAME,
-        nodes: 3,
-        dataDir: mkdtempSync(join(tmpdir(), 'hyui-lab-')),
-        // The tutorial's Hubble values; ports of our own so other labs on this machine do not collide.
-        values: { hubble: { enabled: true, relay: { enabled: true }, ui: { enabled: true } } },
-        port: 0,
-        underlayOctet: 219,
-        relayPort: 0,
-        uiPort: 0,
-      },
-      () => {},
-    );
-    state = await lab.up();
-    client = new KubeClient(loadKubeconfig(state.kubeconfig));
-    const sink = new PassThrough();
-    sink.resume();
-    assert.equal(await applyFiles(client, [join(TUTORIAL, '00-workloads.yaml')], sink), 0);
-    const end = Date.now() + 90_000;
-    for (;;) {
-      const all = (await client.json<{ items: Pod[] }>('GET', '/api/v1/pods')).items;
-      if (
-        all.length >= 12 &&
-        all.every((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
-      )
-        break;
-      if (Date.now() > end) throw new Error(`pods not ready: ${all.map((p) => p.metadata.name).join(', ')}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    t = await startLab({
+      name: NAME,
+      underlayOctet: 219,
+      // The tutorial's Hubble values.
+      values: { hubble: { enabled: true, relay: { enabled: true }, ui: { enabled: true } } },
+      manifests: 'tutorial',
+      readyPods: 12,
+    });
+    state = t.state;
   });
 
   after(async () => {
     await browser?.close();
-    await lab?.down(false);
+    await t?.down();
   });
 
   test('the lab runs the UI next to the relay when hubble.ui.enabled', async () => {
@@ -121,7 +68,7 @@ describe('Hubble UI in headless Chromium, in a lab', { skip: skipUnlessPrivilege
     }
     const sink = new PassThrough();
     sink.resume();
-    assert.equal(await applyFiles(client, [join(TUTORIAL, '05.1-default-deny.yaml')], sink), 0);
+    assert.equal(await applyFiles(t!.client, [join(TUTORIAL, '05.1-default-deny.yaml')], sink), 0);
     let status = '';
     for (let i = 0; i < 20 && status !== '000'; i++)
       status = (await curl(gw!, `http://${far.status!.podIP}:8080/`)).stdout;

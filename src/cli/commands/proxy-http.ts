@@ -35,6 +35,11 @@ export const proxyHttpCommands: Command[] = [
         description: "the agent's bpffs directory, for conntrack and ipcache (required)",
       },
       address: { type: 'string', value: 'ip', description: 'listen address (default 127.0.0.1)' },
+      'pod-cidr': {
+        type: 'string',
+        value: 'cidr',
+        description: "this node's pod CIDR (egress to pods elsewhere keeps the pod's address)",
+      },
     },
     async run({ values, stderr, signal }) {
       const egressPort = port('egress-port', values['egress-port']);
@@ -42,12 +47,16 @@ export const proxyHttpCommands: Command[] = [
       if (egressPort === ingressPort) throw new UsageError('--egress-port and --ingress-port must differ');
       const pinDir = values['pin-dir'] as string | undefined;
       if (!pinDir) throw new UsageError('--pin-dir is required');
+      const podCidr = values['pod-cidr'] as string | undefined;
+      if (podCidr !== undefined && !/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(podCidr))
+        throw new UsageError(`--pod-cidr: "${podCidr}" is not an IPv4 CIDR`);
       await runHttpProxyProcess(
         {
           egressPort,
           ingressPort,
           pinDir,
           ...(values.address ? { address: values.address as string } : {}),
+          ...(podCidr ? { podCidr } : {}),
           log: (line) => stderr.write(`${line}\n`),
         },
         signal,

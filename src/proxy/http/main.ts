@@ -10,8 +10,8 @@
  * The agent pushes the redirect entries of its endpoints (rules.ts); the proxy listens
  * only once the first full set is in, so no request is judged against nothing.
  *
- * Protocol: proxy -> agent `{type:'hello'}`, `{type:'ready'}` (serving), `{type:'l7',
- * events: L7Event[]}` (batched); agent -> proxy `EndpointsMessage`. The proxy exits when
+ * Protocol: proxy -> agent `{type:'hello'}`, `{type:'ready'}` (serving), L7EventsMessage
+ * (batched, packed: events.ts); agent -> proxy `EndpointsMessage`. The proxy exits when
  * the channel closes: it never outlives its agent.
  */
 
@@ -19,7 +19,18 @@ import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { type BpfMap, openPinnedMap } from '../../bpf/index.js';
 import { ctEntry, ctKey4, ipcacheInfo, ipcacheKey4 } from '../../datapath/layout.js';
-import type { L7Event } from '../../hubble/l7.js';
+import { MIN_CLUSTER_IDENTITY } from '../../identity/index.js';
+import { cidrContains } from '../../policy/index.js';
+import {
+  F_DROPPED,
+  F_EGRESS,
+  F_ERROR,
+  F_RESPONSE,
+  type L7EventsMessage,
+  type PackedEvent,
+  packHeaders,
+  unpackEvent,
+} from './events.js';
 import { createHttpProxy, type HttpProxy, type HttpRecord, type ProxyTarget } from './proxy.js';
 import {
   type Direction,
@@ -50,6 +61,8 @@ export interface HttpProxyProcessOptions {
   pinDir: string;
   /** Where to listen (default 127.0.0.1, as the datapath looks the listeners up there). */
   address?: string;
+  /** This node's pod CIDR: egress to pods outside it keeps the pod's address (see #resolve). */
+  podCidr?: string;
   /** Where events go without an IPC channel (a terminal run). */
   log?(line: string): void;
 }
@@ -77,7 +90,8 @@ export class HttpProxyProcess {
   readonly #peers: Peers;
   readonly #proxies: HttpProxy[] = [];
   readonly #conns = new Map<string, Conn>();
-  #pending: L7Event[] = [];
+  #pending: PackedEvent[] = [];
+  readonly #packedHeaders = new WeakMap<object, string>();
   #flush: NodeJS.Timeout | undefined;
 
   constructor(o: HttpProxyProcessOptions) {
@@ -104,7 +118,7 @@ export class HttpProxyProcess {
       const proxy = createHttpProxy({
         resolve: (socket) => this.#resolve(direction, socket),
         onRecord: (r) => this.#record(direction, r),
-        createSocket: (t) => (t.mark ? markedSocket(t.mark) : new Socket()),
+        createSocket: (t) => (t.mark ? markedSocket(t.mark, t.source) : new Socket()),
       });
       this.#proxies.push(proxy);
       await proxy.listenFd(transparentListener(address, port));
@@ -153,6 +167,20 @@ export class HttpProxyProcess {
     return { direction, endpoint, peer };
   }
 
+  /**
+   * Egress to a pod on another node goes out from the client pod's own address and port:
+   * that node's datapath knows the pod's identity by its address, not the mark (which does
+   * not cross nodes); the replies come back through the pod's veth (bpf/include/proxy.h).
+   * Everything else leaves from the node: a local pod's to_container reads the identity
+   * from the mark, and the world answers the node as it would a masqueraded pod. (A local
+   * pod's own ingress proxy could not take a second connection with the very same
+   * addresses and ports in this namespace.)
+   */
+  #remotePod(ip: string, identity: number): boolean {
+    const cluster = identity >= MIN_CLUSTER_IDENTITY && identity < 1 << 24;
+    return cluster && !(this.#o.podCidr && cidrContains(this.#o.podCidr, `${ip}/32`));
+  }
+
   #resolve(direction: Direction, socket: Socket): RoutedTarget | undefined {
     const client = socket.remoteAddress ?? '';
     const server = socket.localAddress ?? '';
@@ -177,6 +205,9 @@ export class HttpProxyProcess {
         direction === 'ingress' ? MARK_MAGIC_PROXY_INGRESS : MARK_MAGIC_PROXY_EGRESS,
         client_identity,
       ),
+      ...(direction === 'egress' && this.#remotePod(server, conn.peer)
+        ? { source: { ip: client, port: cport } }
+        : {}),
       conn,
       ...(m?.entry.policy ? { policy: m.entry.policy } : {}),
     };
@@ -189,44 +220,52 @@ export class HttpProxyProcess {
       t?.conn ?? this.#conn(direction, r.source.ip, r.source.port, r.destination.ip, r.destination.port);
     const localId = conn?.endpoint.identity ?? 0;
     const peer = conn?.peer ?? 0;
-    const client = { ...r.source, identity: direction === 'ingress' ? peer : localId };
-    const server = { ...r.destination, identity: direction === 'ingress' ? localId : peer };
+    const ingress = direction === 'ingress';
+    const clientId = ingress ? peer : localId;
+    const serverId = ingress ? localId : peer;
     const request = r.type === 'request';
     const authority = r.host || `${r.destination.ip}:${r.destination.port}`;
-    const e: L7Event = {
-      time: Date.now(),
-      kind: 'http',
-      type: r.type,
-      verdict: r.verdict === 'forwarded' ? 'FORWARDED' : r.verdict === 'denied' ? 'DROPPED' : 'ERROR',
-      trafficDirection: direction === 'ingress' ? 'INGRESS' : 'EGRESS',
-      endpointId: conn?.endpoint.id ?? 0,
-      source: request ? client : server,
-      destination: request ? server : client,
-      http: {
-        code: r.code ?? 0,
-        method: r.method,
-        url: /^https?:\/\//i.test(r.url) || r.url === '' ? r.url : `http://${authority}${r.url}`,
-        protocol: r.protocol,
-        headers: r.headers,
-      },
-      ...(r.latencyNs !== undefined ? { latencyNs: r.latencyNs } : {}),
-      ...(t?.policy ? { policy: t.policy } : {}),
-      ...(r.reason ? { reason: r.reason } : {}),
-    };
-    this.#pending.push(e);
-    // Batched: one IPC message per burst, not per request.
-    if (this.#pending.length >= 256) this.#send();
-    else this.#flush ??= setTimeout(() => this.#send(), 20).unref();
+    let headers = this.#packedHeaders.get(r.headers);
+    if (headers === undefined) {
+      headers = packHeaders(r.headers);
+      this.#packedHeaders.set(r.headers, headers);
+    }
+    const p = t?.policy;
+    // A request goes from client to server, a response back (as Hubble shows them).
+    this.#pending.push([
+      Date.now(),
+      (request ? 0 : F_RESPONSE) |
+        (r.verdict === 'denied' ? F_DROPPED : r.verdict === 'error' ? F_ERROR : 0) |
+        (ingress ? 0 : F_EGRESS),
+      conn?.endpoint.id ?? 0,
+      request ? r.source.ip : r.destination.ip,
+      request ? r.source.port : r.destination.port,
+      request ? clientId : serverId,
+      request ? r.destination.ip : r.source.ip,
+      request ? r.destination.port : r.source.port,
+      request ? serverId : clientId,
+      r.code ?? 0,
+      r.method,
+      /^https?:\/\//i.test(r.url) || r.url === '' ? r.url : `http://${authority}${r.url}`,
+      r.protocol,
+      r.latencyNs ?? -1,
+      p ? `${p.kind}/${p.namespace}/${p.name}` : '',
+      r.reason ?? '',
+      headers,
+    ]);
+    // Batched: one IPC message per burst, not per request; small enough not to stall.
+    if (this.#pending.length >= 64) this.#send();
+    else this.#flush ??= setTimeout(() => this.#send(), 5).unref();
   }
 
   #send(): void {
     clearTimeout(this.#flush);
     this.#flush = undefined;
     if (this.#pending.length === 0) return;
-    const events = this.#pending;
+    const packed = this.#pending;
     this.#pending = [];
-    if (process.send && process.connected) process.send({ type: 'l7', events });
-    else for (const e of events) this.#o.log?.(JSON.stringify(e));
+    if (process.send && process.connected) process.send({ type: 'l7', packed } satisfies L7EventsMessage);
+    else for (const e of packed) this.#o.log?.(JSON.stringify(unpackEvent(e)));
   }
 }
 

@@ -95,9 +95,9 @@ export class RedirectTable {
       this.#byId.set(c.id, c);
       this.#byIp.set(c.ip, c);
     }
-    if (m.full) {
-      this.#synced = true;
-      // Drop rule sets no endpoint uses any more.
+    if (m.full) this.#synced = true;
+    // Drop rule sets no endpoint uses any more (on a full set, or once enough piled up).
+    if (m.full || this.#ruleCache.size > 2 * this.#byId.size + 64) {
       const used = new Set([...this.#byId.values()].flatMap((c) => c.compiled.map((x) => x.rules)));
       this.#ruleCache = new Map([...this.#ruleCache].filter(([, r]) => used.has(r)));
     }

@@ -5,7 +5,8 @@
  *     their original destination as the local address, and answering from an address
  *     that is not the node's needs the option (without it the SYN-ACK has no route).
  *   SO_MARK on the proxy's connections to the destination: the datapath reads who the
- *     client was from the mark (see bpf/include/proxy.h).
+ *     client was from the mark (see bpf/include/proxy.h); the egress proxy's are bound
+ *     transparently to the client's own address and port as well.
  * Both need CAP_NET_ADMIN.
  */
 import { createRequire } from 'node:module';
@@ -80,23 +81,40 @@ export function transparentListener(host: string, port: number): number {
   const fd = tcpSocket(what);
   setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, `${what}: SO_REUSEADDR`);
   setInt(fd, SOL_IP, IP_TRANSPARENT, 1, `${what}: IP_TRANSPARENT`);
+  bindTo(fd, host, port, what);
+  return fd;
+}
+
+function bindTo(fd: number, ip: string, port: number, what: string): void {
   const sa = new Uint8Array(16);
   const dv = new DataView(sa.buffer);
   dv.setUint16(0, AF_INET, true);
   dv.setUint16(2, port, false);
-  sa.set(host.split('.').map(Number), 4);
+  sa.set(ip.split('.').map(Number), 4);
   if (bindFn(fd, sa, sa.length) < 0) {
     const e = koffi.errno();
     closeFn(fd);
-    throw new SocketOptionError(`${what}: bind`, e);
+    throw new SocketOptionError(`${what}: bind ${ip}:${port}`, e);
   }
-  return fd;
 }
 
-/** An unconnected TCP socket whose packets carry `mark`; call `connect()` on it. */
-export function markedSocket(mark: number): Socket {
+/**
+ * An unconnected TCP socket whose packets carry `mark`; call `connect()` on it. With
+ * `source`, it is bound there first, transparently (the address need not be the node's;
+ * the port may be another connection's too, the 4-tuples differ).
+ */
+export function markedSocket(mark: number, source?: { ip: string; port: number }): Socket {
   const fd = tcpSocket('upstream');
   setInt(fd, SOL_SOCKET, SO_MARK, mark, `upstream: SO_MARK ${mark.toString(16)}`);
+  if (source) {
+    if (!isIPv4(source.ip)) {
+      closeFn(fd);
+      throw new TypeError(`markedSocket: ${source.ip} is not an IPv4 address`);
+    }
+    setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, 'upstream: SO_REUSEADDR');
+    setInt(fd, SOL_IP, IP_TRANSPARENT, 1, 'upstream: IP_TRANSPARENT');
+    bindTo(fd, source.ip, source.port, 'upstream');
+  }
   try {
     // manualStart: nothing to read before connect(); connect() starts reading.
     return new Socket({ fd, readable: true, writable: true, manualStart: true } as ConstructorParameters<
