@@ -3,17 +3,32 @@
  * Plain HTTP/1.1 over node:net: loading node:http costs the CNI plugin 30-50 ms of its
  * start, more than everything else it does, and the API needs one request per connection.
  */
+import { existsSync, readdirSync } from 'node:fs';
 import { connect } from 'node:net';
+import { join } from 'node:path';
 
 export class AgentUnavailableError extends Error {
   override name = 'AgentUnavailableError';
 }
 
+/** Where `hypha lab` keeps its clusters; a lab node's agent has its socket there. */
+const LAB_ROOT = '/var/lib/hypha/lab';
+
+/**
+ * The agent socket of a node: HYPHA_AGENT_SOCKET, else the standard path, else (for a node
+ * of a running `hypha lab`) the one in the lab's data directory, so that `--node
+ * cilium-demo-worker` works from the host as it does in the node's cilium pod.
+ */
 export function defaultSocket(node?: string): string {
-  return (
-    process.env.HYPHA_AGENT_SOCKET ??
-    `/var/run/hypha/${node ?? process.env.HYPHA_NODE ?? 'default'}/agent.sock`
-  );
+  if (process.env.HYPHA_AGENT_SOCKET) return process.env.HYPHA_AGENT_SOCKET;
+  const name = node ?? process.env.HYPHA_NODE ?? 'default';
+  const standard = `/var/run/hypha/${name}/agent.sock`;
+  if (existsSync(standard) || !existsSync(LAB_ROOT)) return standard;
+  for (const lab of readdirSync(LAB_ROOT)) {
+    const inLab = join(LAB_ROOT, lab, 'nodes', name, 'agent.sock');
+    if (existsSync(inLab)) return inLab;
+  }
+  return standard;
 }
 
 /** Splits a complete HTTP/1.1 response into status and body (Content-Length or chunked). */
