@@ -109,6 +109,7 @@ export class FqdnManager {
     if (o.proxy)
       this.#proxy = new Supervisor({
         name: 'dns-proxy',
+        module: 'proxy-dns',
         args: [
           'proxy',
           'dns',

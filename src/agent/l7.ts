@@ -132,6 +132,7 @@ export class HttpProxyManager {
     o.datapath.proxyPorts.httpIngress = this.ports.ingress;
     this.#child = new Supervisor({
       name: 'http-proxy',
+      module: 'proxy-http',
       args: [
         'proxy',
         'http',

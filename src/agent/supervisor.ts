@@ -11,14 +11,20 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** dist/src/agent/supervisor.js -> dist/src/cli/main.js */
+/** dist/src/agent/supervisor.js -> dist/src/cli/main.js, and the children's light entry. */
 const CLI_MAIN = join(dirname(fileURLToPath(import.meta.url)), '../cli/main.js');
+const CHILD_MAIN = join(dirname(fileURLToPath(import.meta.url)), '../cli/child.js');
 
 export interface ChildOptions {
   /** For logs: "http-proxy". */
   name: string;
   /** Arguments after `hypha`, e.g. ['proxy', 'http', '--port', '10080']. */
   args: string[];
+  /**
+   * The CLI module that has the command (e.g. 'proxy-http'): the child then loads only it
+   * (src/cli/child.ts) instead of the whole CLI.
+   */
+  module?: string;
   /** The child said it serves; push it its state now (again, after a restart). */
   onReady?(send: (msg: unknown) => boolean): void;
   onMessage?(msg: unknown): void;
@@ -58,7 +64,10 @@ export class Supervisor {
 
   start(): void {
     if (this.#child || this.#closing) return;
-    const child = fork(CLI_MAIN, this.#o.args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const [entry, args] = this.#o.module
+      ? [CHILD_MAIN, [this.#o.module, ...this.#o.args]]
+      : [CLI_MAIN, this.#o.args];
+    const child = fork(entry, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.#child = child;
     // The child must not keep its owner alive: an agent that fails or stops exits, and the
     // child follows when the channel closes.

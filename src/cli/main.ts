@@ -1,9 +1,7 @@
-import { parseArgs } from 'node:util';
-import { errorMessage, UsageError } from '../errors.js';
-import type { Command, OptionSpec, OptionValues } from './command.js';
+import { errorMessage } from '../errors.js';
+import type { Command } from './command.js';
 import { commands } from './commands/index.js';
-
-const HELP_OPTION: OptionSpec = { type: 'boolean', short: 'h', description: 'show help' };
+import { runCommand } from './run.js';
 
 function findCommand(argv: readonly string[]): { command: Command; rest: string[] } | undefined {
   let best: Command | undefined;
@@ -13,17 +11,6 @@ function findCommand(argv: readonly string[]): { command: Command; rest: string[
     if (!best || c.path.length > best.path.length) best = c;
   }
   return best ? { command: best, rest: argv.slice(best.path.length) } : undefined;
-}
-
-function commandHelp(c: Command): string {
-  const lines = [`Usage: hypha ${c.path.join(' ')}${c.args ? ` ${c.args}` : ''} [flags]`, '', c.summary, ''];
-  const opts = Object.entries({ ...c.options, help: HELP_OPTION });
-  if (opts.length) lines.push('Flags:');
-  for (const [name, o] of opts) {
-    const flag = `${o.short ? `-${o.short}, ` : '    '}--${name}${o.type === 'string' ? ` <${o.value ?? 'value'}>` : ''}`;
-    lines.push(`  ${flag.padEnd(34)} ${o.description}`);
-  }
-  return lines.join('\n') + '\n';
 }
 
 function mainHelp(prefix: readonly string[] = []): string {
@@ -65,48 +52,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     stderr.write(`hypha: unknown command "${argv.join(' ')}"\n\n${mainHelp()}`);
     return 2;
   }
-  const { command, rest } = found;
-  const ac = new AbortController();
-  const onSignal = () => ac.abort();
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  try {
-    // A command with its own flag grammar (hubble's, for observe) gets its arguments as they are.
-    if (command.rawArgs) {
-      if (rest.includes('--help') || rest.includes('-h')) {
-        stdout.write(commandHelp(command));
-        return 0;
-      }
-      return (await command.run({ values: {}, positionals: rest, stdout, stderr, signal: ac.signal })) ?? 0;
-    }
-    const parsed = parseArgs({
-      args: rest,
-      options: { ...command.options, help: HELP_OPTION } as NonNullable<
-        Parameters<typeof parseArgs>[0]
-      >['options'],
-      allowPositionals: true,
-      strict: true,
-    });
-    const values = parsed.values as OptionValues;
-    const positionals = parsed.positionals;
-    if (values.help) {
-      stdout.write(commandHelp(command));
-      return 0;
-    }
-    const code = await command.run({ values, positionals, stdout, stderr, signal: ac.signal });
-    return code ?? 0;
-  } catch (err) {
-    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      stderr.write(`hypha ${command.path.join(' ')}: ${errorMessage(err)}\n\n${commandHelp(command)}`);
-      return 2;
-    }
-    stderr.write(`hypha ${command.path.join(' ')}: ${errorMessage(err)}\n`);
-    if (process.env.HYPHA_DEBUG && err instanceof Error && err.stack) stderr.write(err.stack + '\n');
-    return 1;
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  }
+  return runCommand(found.command, found.rest);
 }
 
 // `hypha observe -o json | head -5`: when the reader goes away, stop quietly as a pipeline expects.
