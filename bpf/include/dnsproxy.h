@@ -25,24 +25,13 @@
 #define __HYPHA_DNSPROXY_H
 
 #include "common.h"
+#include "drop.h"
+#include "rewrite.h"
 
 #include <stddef.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 
-/* Cilium's DROP_PROXY_LOOKUP_FAILED (Hubble: SOCKET_LOOKUP_FAILED). */
-#ifndef DROP_PROXY_LOOKUP_FAILED
-#define DROP_PROXY_LOOKUP_FAILED 178
-#endif
-#ifndef DROP_WRITE_ERROR
-#define DROP_WRITE_ERROR 141
-#endif
-#ifndef DROP_CSUM_L3
-#define DROP_CSUM_L3 153
-#endif
-#ifndef DROP_CSUM_L4
-#define DROP_CSUM_L4 154
-#endif
 
 /* The pod's side of a proxied exchange. */
 struct dnsproxy_key4 {
@@ -72,8 +61,6 @@ struct {
 const volatile __be32 dnsproxy_addr4 = 0;
 const volatile __be16 dnsproxy_port = 0;
 
-#define DNSPROXY_IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
-
 /* The L4 header's offset of an unfragmented IPv4 TCP/UDP packet, or 0. */
 __hy_inline __u32 __dnsproxy_l4(struct __sk_buff *skb, struct iphdr *out)
 {
@@ -86,32 +73,6 @@ __hy_inline __u32 __dnsproxy_l4(struct __sk_buff *skb, struct iphdr *out)
 	if (out->protocol != IPPROTO_UDP && out->protocol != IPPROTO_TCP)
 		return 0;
 	return ETH_HLEN + out->ihl * 4;
-}
-
-/*
- * Rewrites one side (src) or the other of the packet's address and port, fixing the IP
- * and L4 checksums (a UDP checksum of 0 stays 0). Returns 0 or a drop reason.
- */
-__hy_inline int __dnsproxy_rewrite(struct __sk_buff *skb, __u32 l4off, __u8 proto, bool src, __be32 old_addr,
-				   __be32 new_addr, __be16 old_port, __be16 new_port)
-{
-	__u32 csum_off = l4off + (proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
-						       : offsetof(struct udphdr, check));
-	__u64 mangled = proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
-	__u32 addr_off = ETH_HLEN + (src ? offsetof(struct iphdr, saddr) : offsetof(struct iphdr, daddr));
-	__u32 port_off = l4off + (src ? 0 : 2);
-
-	if (bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr, mangled | BPF_F_PSEUDO_HDR | 4) < 0)
-		return DROP_CSUM_L4;
-	if (bpf_l3_csum_replace(skb, DNSPROXY_IP_CSUM_OFF, old_addr, new_addr, 4) < 0)
-		return DROP_CSUM_L3;
-	if (bpf_skb_store_bytes(skb, addr_off, &new_addr, 4, 0) < 0)
-		return DROP_WRITE_ERROR;
-	if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, mangled | 2) < 0)
-		return DROP_CSUM_L4;
-	if (bpf_skb_store_bytes(skb, port_off, &new_port, 2, 0) < 0)
-		return DROP_WRITE_ERROR;
-	return 0;
 }
 
 /* Whether the proxy has a socket for this exchange (its UDP socket, or TCP listener/connection). */
@@ -164,7 +125,7 @@ __hy_inline int dnsproxy_to_proxy4(struct __sk_buff *skb, __u16 endpoint, __u32 
 	e.orig_dport = ports[1];
 	if (bpf_map_update_elem(&hypha_dnsproxy4, &k, &e, BPF_ANY) < 0)
 		return DROP_PROXY_LOOKUP_FAILED;
-	return __dnsproxy_rewrite(skb, l4off, ip.protocol, false, ip.daddr, dnsproxy_addr4, ports[1], dnsproxy_port);
+	return nat4_rewrite(skb, l4off, ip.protocol, false, ip.daddr, dnsproxy_addr4, ports[1], dnsproxy_port);
 }
 
 /*
@@ -197,7 +158,7 @@ __hy_inline int dnsproxy_from_proxy4(struct __sk_buff *skb)
 	e = bpf_map_lookup_elem(&hypha_dnsproxy4, &k);
 	if (!e)
 		return 0;
-	return __dnsproxy_rewrite(skb, l4off, ip.protocol, true, ip.saddr, e->orig_daddr, ports[0], e->orig_dport);
+	return nat4_rewrite(skb, l4off, ip.protocol, true, ip.saddr, e->orig_daddr, ports[0], e->orig_dport);
 }
 
 #endif

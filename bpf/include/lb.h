@@ -21,11 +21,8 @@
 #define __HYPHA_LB_H
 
 #include "common.h"
+#include "drop.h"
 
-/* Cilium's drop reason 158 (SERVICE_BACKEND_NOT_FOUND); drop.h is its home once it is free to edit. */
-#ifndef DROP_NO_SERVICE
-#define DROP_NO_SERVICE 158
-#endif
 
 /* Lookup scopes (Cilium's LB_LOOKUP_SCOPE_*): with two scopes, EXT holds the backends of
  * externalTrafficPolicy and INT those of internalTrafficPolicy. */

@@ -10,35 +10,19 @@
  * A source port is taken by inserting the reverse entry with BPF_NOEXIST, so two
  * connections never share one. The LRU may evict one half of a pair; the forward path
  * puts a missing reverse entry back (see nodeport.h).
- *
- * nat4_rewrite changes one side (source or destination) of a packet with the L3 and L4
- * checksums fixed up incrementally, for TCP and UDP.
+ * The rewrites themselves are rewrite.h's nat4_rewrite.
  */
 #ifndef __HYPHA_NAT_H
 #define __HYPHA_NAT_H
 
 #include "common.h"
+#include "drop.h"
+#include "rewrite.h"
 
 #include <stddef.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 
-/* Cilium's drop reasons; drop.h is their home once it is free to edit. */
-#ifndef DROP_WRITE_ERROR
-#define DROP_WRITE_ERROR 141
-#endif
-#ifndef DROP_CSUM_L3
-#define DROP_CSUM_L3 153
-#endif
-#ifndef DROP_CSUM_L4
-#define DROP_CSUM_L4 154
-#endif
-#ifndef DROP_CT_CREATE_FAILED
-#define DROP_CT_CREATE_FAILED 155
-#endif
-#ifndef DROP_NAT_NO_MAPPING
-#define DROP_NAT_NO_MAPPING 167
-#endif
 
 #define NAT_DIR_FWD 0
 #define NAT_DIR_REV 1
@@ -93,9 +77,6 @@ const volatile __u32 nat_lifetime_other = 60;
 #define NAT_PORT_RETRIES 32
 #define NAT_NS_PER_SEC 1000000000ULL
 
-#define NAT_IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
-#define NAT_IP_SADDR_OFF (ETH_HLEN + offsetof(struct iphdr, saddr))
-#define NAT_IP_DADDR_OFF (ETH_HLEN + offsetof(struct iphdr, daddr))
 
 __hy_inline __u64 nat4_lifetime(__u8 proto, __u8 flags)
 {
@@ -132,39 +113,6 @@ __hy_inline __be16 nat4_alloc_port(struct nat4_key *rkey, const struct nat4_entr
 		rkey->dport = bpf_htons((__u16)(nat_port_min + bpf_get_prandom_u32() % range));
 		if (!bpf_map_update_elem(&hypha_nat4, rkey, rev, BPF_NOEXIST))
 			return rkey->dport;
-	}
-	return 0;
-}
-
-/*
- * Rewrites the source (src) or destination of an IPv4 TCP/UDP packet in an Ethernet frame,
- * its L4 header at l4off, from (old_addr, old_port) to (new_addr, new_port). The checksum
- * helpers handle CHECKSUM_PARTIAL packets (veths carry most so) and keep a UDP checksum of
- * 0 (none) as it is. Returns 0 or a drop reason.
- */
-__hy_inline int nat4_rewrite(struct __sk_buff *skb, __u32 l4off, __u8 proto, bool src, __be32 old_addr,
-			     __be32 new_addr, __be16 old_port, __be16 new_port)
-{
-	__u32 csum_off = l4off + (proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
-						       : offsetof(struct udphdr, check));
-	__u64 mangled = proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
-	__u32 addr_off = src ? NAT_IP_SADDR_OFF : NAT_IP_DADDR_OFF;
-	__u32 port_off = l4off + (src ? offsetof(struct tcphdr, source) : offsetof(struct tcphdr, dest));
-
-	if (old_addr != new_addr) {
-		if (bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr,
-					mangled | BPF_F_PSEUDO_HDR | sizeof(new_addr)) < 0)
-			return DROP_CSUM_L4;
-		if (bpf_l3_csum_replace(skb, NAT_IP_CSUM_OFF, old_addr, new_addr, sizeof(new_addr)) < 0)
-			return DROP_CSUM_L3;
-		if (bpf_skb_store_bytes(skb, addr_off, &new_addr, sizeof(new_addr), 0) < 0)
-			return DROP_WRITE_ERROR;
-	}
-	if (old_port != new_port) {
-		if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, mangled | sizeof(new_port)) < 0)
-			return DROP_CSUM_L4;
-		if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0) < 0)
-			return DROP_WRITE_ERROR;
 	}
 	return 0;
 }

@@ -16,6 +16,7 @@
 #define __HYPHA_NODEPORT_H
 
 #include "common.h"
+#include "drop.h"
 #include "lb.h"
 #include "nat.h"
 
@@ -23,10 +24,6 @@
 #define AF_INET 2
 #endif
 
-/* Cilium's drop reason (FIB lookup failed); drop.h is its home once it is free to edit. */
-#ifndef DROP_NO_FIB
-#define DROP_NO_FIB 169
-#endif
 
 /* The node's address and its external device, set at load time. */
 const volatile __be32 nodeport_ip4 = 0;

@@ -40,13 +40,6 @@
 
 #include <linux/tcp.h>
 
-/* Cilium's numbers (Hubble: SOCKET_LOOKUP_FAILED, SOCKET_ASSIGN_FAILED, ...). */
-#ifndef DROP_PROXY_LOOKUP_FAILED
-#define DROP_PROXY_LOOKUP_FAILED 178
-#endif
-#define DROP_PROXY_SET_FAILED 179
-#define DROP_PROXY_UNKNOWN_PROTO 180
-
 /* skb->mark: magic in bits 8-11 (Cilium's). */
 #define MARK_MAGIC_HOST_MASK 0x0F00
 #define MARK_MAGIC_PROXY_INGRESS 0x0A00
