@@ -39,7 +39,6 @@ import { decodeEvents } from '../src/datapath/index.js';
 import { EVENT_CAPTURE_LEN, eventHdr } from '../src/datapath/layout.js';
 import { HubbleMetrics, parseMetricsConfig } from '../src/hubble/index.js';
 import { endpointLabels } from '../src/identity/index.js';
-import type { Labels } from '../src/k8s/selector.js';
 import { PolicyRepository, parsePolicy } from '../src/policy/index.js';
 import { type Figure, figure, percentile, repoRoot, writeResults } from './report.js';
 
@@ -52,16 +51,8 @@ const TUTORIAL_METRICS = ['dns', 'drop', 'tcp', 'flow', 'port-distribution', 'ic
 
 const APPS = ['frontend', 'catalog', 'api-gateway', 'orders', 'payments', 'search', 'cart', 'users'];
 
-interface LocalEp {
-  id: number;
-  ip: string;
-  identity: number;
-  podNamespace: string;
-  podName: string;
-  labels: Labels;
-  hostIfindex: number;
-  hostIfname: string;
-}
+/** A local endpoint as the agent hands them to the flow pipeline. */
+type LocalEp = ReturnType<FlowSources['endpoints']>[number];
 
 function cluster(): { sources: FlowSources; local: LocalEp[]; remote: string[]; cookies: number[] } {
   const repo = new PolicyRepository();

@@ -126,3 +126,53 @@ export function callAgent<T>(
     });
   });
 }
+
+/**
+ * A streaming call (`/v1/flows`, `/v1/monitor`): each newline-delimited line of the answer
+ * goes to `onLine` as it arrives; resolves when the agent ends the answer or `signal`
+ * aborts. An `onLine` that throws ends the call with that error.
+ */
+export async function streamAgent(
+  socketPath: string,
+  method: 'GET' | 'POST',
+  path: string,
+  body: object | undefined,
+  onLine: (line: string) => void,
+  signal: AbortSignal,
+): Promise<void> {
+  const { request } = await import('node:http');
+  await new Promise<void>((resolve, reject) => {
+    const req = request(
+      {
+        socketPath,
+        path,
+        method,
+        ...(body ? { headers: { 'content-type': 'application/json' } } : {}),
+      },
+      (res) => {
+        let buf = '';
+        res.on('data', (c: Buffer) => {
+          buf += c.toString();
+          try {
+            for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+              const line = buf.slice(0, i);
+              buf = buf.slice(i + 1);
+              onLine(line);
+            }
+          } catch (err) {
+            req.destroy();
+            reject(err);
+          }
+        });
+        res.on('end', resolve);
+        res.on('error', reject);
+      },
+    );
+    req.on('error', (err) => reject(new AgentUnavailableError(`agent at ${socketPath}: ${err.message}`)));
+    signal.addEventListener('abort', () => {
+      req.destroy();
+      resolve();
+    });
+    req.end(body ? JSON.stringify(body) : undefined);
+  });
+}

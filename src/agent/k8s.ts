@@ -237,10 +237,12 @@ export class KubernetesWatcher {
     )
       sink.setClusterState(this.#clusterState());
     if (all || dirty.has('ciliumendpoints')) sink.setRemoteEndpoints(this.#remoteEndpoints());
-    if (dirty.has('nodes')) {
+    if (all || dirty.has('nodes')) {
       // A pod CIDR that came or went changes which externalIPs are refused.
-      const cidrs = this.#podCidrs().join(',');
-      if (cidrs !== this.#lastPodCidrs) for (const k of this.#allServiceKeys()) this.#dirtyServices.add(k);
+      const cidrs = this.#podCidrs();
+      if (cidrs.join(',') !== this.#cidrs.join(','))
+        for (const k of this.#allServiceKeys()) this.#dirtyServices.add(k);
+      this.#cidrs = cidrs;
     }
     if (all || this.#dirtyServices.size) {
       const keys = all ? this.#allServiceKeys() : this.#dirtyServices;
@@ -257,7 +259,8 @@ export class KubernetesWatcher {
     }
   }
 
-  #lastPodCidrs = '';
+  /** The cluster's pod CIDRs as of the last flush (recomputed when Nodes change, not per service). */
+  #cidrs: string[] = [];
 
   /** Every node's pod CIDRs (spec.podCIDRs, as IPAM in kubernetes mode hands them out). */
   #podCidrs(): string[] {
@@ -266,9 +269,7 @@ export class KubernetesWatcher {
       const spec = (n as { spec?: { podCIDR?: string; podCIDRs?: string[] } }).spec;
       for (const c of [...(spec?.podCIDRs ?? []), ...(spec?.podCIDR ? [spec.podCIDR] : [])]) out.add(c);
     }
-    const list = [...out].sort();
-    this.#lastPodCidrs = list.join(',');
-    return list;
+    return [...out].sort();
   }
 
   /** Problems already posted as Events, by service: each distinct one is posted once. */
@@ -341,7 +342,7 @@ export class KubernetesWatcher {
         nodeName: this.#o.node,
         ...(this.#o.nodeIp ? { nodeIp: this.#o.nodeIp } : {}),
         defaultAlgorithm: this.#o.lbAlgorithm ?? 'random',
-        podCidrs: this.#podCidrs(),
+        podCidrs: this.#cidrs,
       }).values(),
     ];
   }

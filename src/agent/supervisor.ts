@@ -4,15 +4,15 @@
  * it with a growing back-off and tells its owner when it is up (so state can be pushed
  * again) and when it is down (so traffic that needs it can be refused).
  *
- * The child is `hypha <args...>` on the same Node.js, with an IPC channel: it sends
+ * The child runs one `hypha` command on the same Node.js, from the light entry that loads
+ * only that command's module (src/cli/child.ts), with an IPC channel: it sends
  * `{ type: 'ready' }` once it serves, and any other message is handed to `onMessage`.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** dist/src/agent/supervisor.js -> dist/src/cli/main.js, and the children's light entry. */
-const CLI_MAIN = join(dirname(fileURLToPath(import.meta.url)), '../cli/main.js');
+/** dist/src/agent/supervisor.js -> dist/src/cli/child.js */
 const CHILD_MAIN = join(dirname(fileURLToPath(import.meta.url)), '../cli/child.js');
 
 export interface ChildOptions {
@@ -20,11 +20,8 @@ export interface ChildOptions {
   name: string;
   /** Arguments after `hypha`, e.g. ['proxy', 'http', '--port', '10080']. */
   args: string[];
-  /**
-   * The CLI module that has the command (e.g. 'proxy-http'): the child then loads only it
-   * (src/cli/child.ts) instead of the whole CLI.
-   */
-  module?: string;
+  /** The CLI module that has the command (e.g. 'proxy-http'), the only one the child loads. */
+  module: string;
   /** The child said it serves; push it its state now (again, after a restart). */
   onReady?(send: (msg: unknown) => boolean): void;
   onMessage?(msg: unknown): void;
@@ -64,10 +61,9 @@ export class Supervisor {
 
   start(): void {
     if (this.#child || this.#closing) return;
-    const [entry, args] = this.#o.module
-      ? [CHILD_MAIN, [this.#o.module, ...this.#o.args]]
-      : [CLI_MAIN, this.#o.args];
-    const child = fork(entry, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(CHILD_MAIN, [this.#o.module, ...this.#o.args], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     this.#child = child;
     // The child must not keep its owner alive: an agent that fails or stops exits, and the
     // child follows when the channel closes.

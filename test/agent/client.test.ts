@@ -4,9 +4,10 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { defaultSocket } from '../../src/agent/client.js';
+import { skipUnlessPrivileged } from '../helpers/kernel.js';
 
 test("a lab node's agent socket is found from its node name", {
-  skip: process.getuid?.() !== 0 && 'needs root',
+  skip: skipUnlessPrivileged(),
 }, () => {
   const saved = process.env.HYPHA_AGENT_SOCKET;
   delete process.env.HYPHA_AGENT_SOCKET;

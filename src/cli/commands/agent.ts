@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { Agent, type AgentConfig, type AgentStatus, type EndpointRecord } from '../../agent/agent.js';
 import { serveApi } from '../../agent/api.js';
-import { callAgent, defaultSocket } from '../../agent/client.js';
+import { callAgent, defaultSocket, streamAgent } from '../../agent/client.js';
 import { dropReasonName, summarizePacket } from '../../datapath/index.js';
 import { errorMessage, UsageError } from '../../errors.js';
 import { HubbleMetrics, parseMetricsConfig, splitMetricsFlag } from '../../hubble/metrics.js';
@@ -476,32 +476,17 @@ export const liveCommands: Command[] = [
         if (!['drop', 'trace', 'policy-verdict'].includes(t))
           throw new UsageError(`--type: "${t}" is not drop, trace or policy-verdict`);
       const query = types.map((t) => `type=${encodeURIComponent(t)}`).join('&');
-      const { request } = await import('node:http');
-      await new Promise<void>((resolve, reject) => {
-        const req = request(
-          { socketPath: socketOf(values), path: `/v1/monitor${query ? `?${query}` : ''}`, method: 'GET' },
-          (res) => {
-            let buf = '';
-            res.on('data', (c: Buffer) => {
-              buf += c.toString();
-              for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-                const line = buf.slice(0, i);
-                buf = buf.slice(i + 1);
-                stdout.write(
-                  `${values.output === 'json' ? line : formatEvent(JSON.parse(line) as MonitorEvent)}\n`,
-                );
-              }
-            });
-            res.on('end', resolve);
-          },
-        );
-        req.on('error', reject);
-        signal.addEventListener('abort', () => {
-          req.destroy();
-          resolve();
-        });
-        req.end();
-      });
+      await streamAgent(
+        socketOf(values),
+        'GET',
+        `/v1/monitor${query ? `?${query}` : ''}`,
+        undefined,
+        (line) =>
+          stdout.write(
+            `${values.output === 'json' ? line : formatEvent(JSON.parse(line) as MonitorEvent)}\n`,
+          ),
+        signal,
+      );
       return 0;
     },
   },

@@ -3,8 +3,7 @@
  * It asks each agent for flows (all of the lab's nodes by default, merged in time order,
  * as the relay does; one agent with --socket or HYPHA_AGENT_SOCKET).
  */
-import { request } from 'node:http';
-import { defaultSocket } from '../../agent/client.js';
+import { defaultSocket, streamAgent } from '../../agent/client.js';
 import { UsageError } from '../../errors.js';
 import {
   FlowPrinter,
@@ -22,40 +21,18 @@ function flowsFrom(
   onResponse: (r: GetFlowsResponse) => void,
   signal: AbortSignal,
 ): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        socketPath: socket,
-        path: '/v1/flows',
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-      },
-      (res) => {
-        let buf = '';
-        res.on('data', (c: Buffer) => {
-          buf += c.toString();
-          for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-            const line = buf.slice(0, i);
-            buf = buf.slice(i + 1);
-            const o = JSON.parse(line) as GetFlowsResponse & { error?: string };
-            if (o.error) {
-              reject(new UsageError(o.error));
-              return;
-            }
-            onResponse(o);
-          }
-        });
-        res.on('end', resolve);
-        res.on('error', reject);
-      },
-    );
-    req.on('error', (err) => reject(new Error(`agent at ${socket}: ${err.message}`)));
-    signal.addEventListener('abort', () => {
-      req.destroy();
-      resolve();
-    });
-    req.end(JSON.stringify(body));
-  });
+  return streamAgent(
+    socket,
+    'POST',
+    '/v1/flows',
+    body,
+    (line) => {
+      const o = JSON.parse(line) as GetFlowsResponse & { error?: string };
+      if (o.error) throw new UsageError(o.error);
+      onResponse(o);
+    },
+    signal,
+  );
 }
 
 /** Flows from an Observer API over gRPC (a relay or an agent's :4244), as `hubble --server` asks them. */
