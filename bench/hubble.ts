@@ -9,6 +9,8 @@
  * enrichment, the flow ring, and with the tutorial's Hubble metrics). The baseline, measured
  * in the same run, is decoding alone. Rates are per CPU-second of this process (all its
  * threads), so other load on the machine does not count. Loss is events in minus flows out.
+ * The L7 proxies' events (HTTP request and response per exchange) go through AgentFlows.addL7
+ * the same way, with the L3/L4 rate (tutorial metrics) as their baseline.
  *
  * (2) The delay from a packet to its line in `hypha observe --follow`: a lab (2 nodes, the
  * tutorial workloads); a sender in the api-gateway pod sends UDP datagrams to a catalog pod,
@@ -37,7 +39,7 @@ import {
 } from '../src/datapath/constants.js';
 import { decodeEvents } from '../src/datapath/index.js';
 import { EVENT_CAPTURE_LEN, eventHdr } from '../src/datapath/layout.js';
-import { HubbleMetrics, parseMetricsConfig } from '../src/hubble/index.js';
+import { HubbleMetrics, type L7Event, parseMetricsConfig } from '../src/hubble/index.js';
 import { endpointLabels } from '../src/identity/index.js';
 import { PolicyRepository, parsePolicy } from '../src/policy/index.js';
 import { type Figure, figure, percentile, repoRoot, writeResults } from './report.js';
@@ -320,9 +322,20 @@ function pipeline(): Figure[] {
     }
     return out;
   };
+  // L7: the proxies' events (a request and its response per exchange) through addL7, with
+  // the tutorial's metrics; the L3/L4 path above is the baseline.
+  const l7Events = l7Exchanges(c, 20_000);
+  const runL7 = () => {
+    const flows = new AgentFlows(c.sources);
+    flows.metrics = new HubbleMetrics(parseMetricsConfig(TUTORIAL_METRICS));
+    for (const e of l7Events) flows.addL7(e);
+    return { flows: flows.ring.stats.seenFlows, errors: flows.l7Errors };
+  };
+  runL7();
   const [events, decodeS] = best(decodeOnly);
   const [plain, plainS] = best(() => run(false));
   const [metered, meteredS] = best(() => run(true));
+  const [l7, l7S] = best(runL7);
   const decodeRate = events / decodeS;
   return [
     figure(
@@ -345,7 +358,56 @@ function pipeline(): Figure[] {
     ),
     figure('pipeline: records that failed to build', metered.errors + plain.errors, 'records'),
     figure('pipeline: events per run', events, 'events'),
+    figure(
+      'L7: flows per CPU-second from proxy events (addL7, tutorial metrics), vs L3/L4',
+      l7.flows / l7S,
+      'flows/s',
+      metered.flows / meteredS,
+    ),
+    figure('L7: CPU per flow, tutorial metrics', (l7S / l7.flows) * 1e6, 'µs'),
+    figure('L7: events refused or lost', l7Events.length - l7.flows + l7.errors, 'events'),
   ];
+}
+
+/** HTTP exchanges as the L7 proxy reports them: GETs from remote pods to local ones. */
+function l7Exchanges(c: ReturnType<typeof cluster>, n: number): L7Event[] {
+  const out: L7Event[] = [];
+  const now = Date.now();
+  for (let i = 0; i < n; i++) {
+    const server = c.local[i % c.local.length]!;
+    const ip = c.remote[i % c.remote.length]!;
+    const client = { ip, port: 40000 + (i % 20000), identity: c.sources.remote(ip)!.identity };
+    const dst = { ip: server.ip, port: 8080, identity: server.identity };
+    const http = {
+      method: 'GET',
+      url: `http://${server.podName.split('-')[0]}:8080/api/v1/products`,
+      protocol: 'HTTP/1.1',
+      headers: [
+        { key: 'host', value: 'catalog:8080' },
+        { key: 'user-agent', value: 'curl/7.88.1' },
+      ],
+    };
+    const base = {
+      time: now + i,
+      kind: 'http' as const,
+      verdict: 'FORWARDED' as const,
+      trafficDirection: 'INGRESS' as const,
+      endpointId: server.id,
+      policy: { kind: 'CiliumNetworkPolicy', namespace: 'production', name: 'catalog-l7-policy' },
+    };
+    out.push(
+      { ...base, type: 'request', source: client, destination: dst, http: { ...http, code: 0 } },
+      {
+        ...base,
+        type: 'response',
+        source: dst,
+        destination: client,
+        latencyNs: 250_000,
+        http: { ...http, code: 200 },
+      },
+    );
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- (2) packet to observe output
