@@ -5,11 +5,14 @@
  *   l7      the tutorial's 5.3 policy: through the node's HTTP proxy;
  *   nginx   Debian's nginx as a reverse proxy in the node's namespace (upstream keep-alive),
  *           the client connecting to it; no policy (nginx's connections come from the node).
- * Each path: one connection for latency (p50/p99), then CONCURRENCY connections for
- * requests/s (and p99 under that load). The load generator is this file in client mode,
+ * Each path: one connection for latency (p50/p99), then CONNS connections for
+ * requests/s (and p99 under that load); ROUNDS rounds of the three paths in alternating
+ * orders, the figures medians over rounds (this 2-CPU machine drifts by tens of percent
+ * between runs a minute apart), and the spread of the per-round ratios. The load generator is this file in client mode,
  * run inside the frontend pod: raw sockets, one request in flight per connection.
  *
- *   node dist/bench/l7.js                 (root; HYPHA_BENCH_SECONDS, HYPHA_BENCH_CONNS)
+ *   node dist/bench/l7.js     (root; HYPHA_BENCH_SECONDS, HYPHA_BENCH_CONNS, HYPHA_BENCH_ROUNDS,
+ *                              HYPHA_BENCH_PROXY_WORKERS)
  *   node dist/bench/l7.js client <ip> <port> <path> <conns> <seconds>
  *
  * Writes bench/results/l7.json; ratios are against direct.
@@ -22,6 +25,8 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
+import type { AgentStatus } from '../src/agent/agent.js';
+import { callAgent } from '../src/agent/client.js';
 import { applyFiles } from '../src/cli/commands/lab.js';
 import { KubeClient, loadKubeconfig } from '../src/k8s/client.js';
 import { execInPod } from '../src/k8s/exec.js';
@@ -99,9 +104,22 @@ interface Pod {
 
 const SECONDS = Number(process.env.HYPHA_BENCH_SECONDS ?? 4);
 const CONNS = Number(process.env.HYPHA_BENCH_CONNS ?? 8);
+/** Rounds of the three paths, alternating; figures are medians over rounds. */
+const ROUNDS = Number(process.env.HYPHA_BENCH_ROUNDS ?? 3);
+/** The agents' HTTP proxy workers (httpProxy.workers); unset: the agent's default. */
+const WORKERS = process.env.HYPHA_BENCH_PROXY_WORKERS;
 const NAME = 'hyl7bench';
 const POLICY = join(repoRoot, 'examples/tutorial/05.3-l7-http-policy.yaml');
 const NGINX_PORT = 18080;
+
+type Path = 'direct' | 'proxy' | 'nginx';
+interface Measured {
+  lat: ClientResult;
+  load: ClientResult;
+}
+
+const median = (xs: number[]) => percentile(xs, 50);
+const rps = (x: ClientResult) => x.requests / x.seconds;
 
 async function bench(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), 'hy-l7-bench-'));
@@ -110,7 +128,7 @@ async function bench(): Promise<void> {
       name: NAME,
       nodes: 3,
       dataDir: join(dataDir, 'lab'),
-      values: {},
+      values: WORKERS ? { httpProxy: { workers: Number(WORKERS) } } : {},
       port: 0,
       relayPort: 0,
       underlayOctet: 236,
@@ -133,9 +151,10 @@ async function bench(): Promise<void> {
     if (!cat) throw new Error('no catalog pod on the node of a frontend pod');
     const node = state.nodes.find((n) => n.name === front.spec.nodeName)!;
     const catIp = cat.status!.podIP!;
-    const run = (ip: string, port: number, conns: number) => runClient(state, front, ip, port, conns);
-    const measure = async (ip: string, port: number) => {
-      await run(ip, port, 1); // warm-up: connections, JIT, pools
+    const run = (ip: string, port: number, conns: number, seconds = SECONDS) =>
+      runClient(state, front, ip, port, conns, seconds);
+    const measure = async (ip: string, port: number): Promise<Measured> => {
+      await run(ip, port, 1, 1); // warm-up: connections, JIT, pools
       const lat = await run(ip, port, 1);
       const load = await run(ip, port, CONNS);
       return { lat, load };
@@ -149,47 +168,77 @@ async function bench(): Promise<void> {
     for (const r of l4Doc.spec.ingress) for (const tp of r.toPorts) delete tp.rules;
     const l4File = join(dataDir, 'l4.yaml');
     writeFileSync(l4File, JSON.stringify(l4Doc));
-    await kubectl(state, 'apply', '-f', l4File);
-    await waitFor(state, front, catIp, (code) => code === '200', 'POST allowed at L4');
-    const direct = await measure(catIp, 8080);
-
-    await kubectl(state, 'apply', '-f', POLICY);
-    await waitFor(state, front, catIp, (code) => code === '403', 'POST refused by the proxy');
-    const l7 = await measure(catIp, 8080);
-
-    await kubectl(state, 'delete', '-f', POLICY);
-    await waitFor(state, front, catIp, (code) => code === '200', 'POST allowed without policy');
     nginx = startNginx(dataDir, node.netns, node.ip, catIp);
-    await waitFor(state, front, node.ip, (code) => code === '200', 'nginx answering', NGINX_PORT);
-    const ngx = await measure(node.ip, NGINX_PORT);
 
+    const paths: Record<Path, () => Promise<Measured>> = {
+      direct: async () => {
+        await kubectl(state, 'apply', '-f', l4File);
+        await waitFor(state, front, catIp, (code) => code === '200', 'POST allowed at L4');
+        return measure(catIp, 8080);
+      },
+      proxy: async () => {
+        await kubectl(state, 'apply', '-f', POLICY);
+        await waitFor(state, front, catIp, (code) => code === '403', 'POST refused by the proxy');
+        return measure(catIp, 8080);
+      },
+      // nginx's connections come from the node: no policy on catalog.
+      nginx: async () => {
+        await kubectl(state, 'delete', '--ignore-not-found', '-f', POLICY);
+        await waitFor(state, front, node.ip, (code) => code === '200', 'nginx answering', NGINX_PORT);
+        return measure(node.ip, NGINX_PORT);
+      },
+    };
+    // Rounds alternate the order, so that a drift of this shared machine falls on every path.
+    const results: Record<Path, Measured[]> = { direct: [], proxy: [], nginx: [] };
+    const orders: Path[][] = [
+      ['direct', 'proxy', 'nginx'],
+      ['nginx', 'proxy', 'direct'],
+      ['proxy', 'direct', 'nginx'],
+    ];
+    for (let round = 0; round < ROUNDS; round++)
+      for (const path of orders[round % orders.length]!) {
+        const m = await paths[path]();
+        results[path].push(m);
+        console.error(`round ${round + 1}/${ROUNDS} ${path}: ${Math.round(rps(m.load))} req/s`);
+      }
+
+    const status = await callAgent<AgentStatus>(node.agentSocket, 'GET', '/v1/status');
+    const workers = status.httpProxy?.workers.length ?? 0;
+    const med = (path: Path, f: (m: Measured) => number) => median(results[path].map(f));
     const figures: Figure[] = [];
-    const add = (name: string, r: { lat: ClientResult; load: ClientResult }) => {
-      const rps = (x: ClientResult) => x.requests / x.seconds;
+    for (const path of ['direct', 'proxy', 'nginx'] as const) {
+      const base = path === 'direct' ? undefined : 'direct';
+      const fig = (what: string, f: (m: Measured) => number, unit: string) =>
+        figures.push(figure(`l7.${path}.${what}`, med(path, f), unit, base && med(base, f)));
+      fig(`rps_${CONNS}conns`, (m) => rps(m.load), 'req/s');
+      fig('p50_1conn', (m) => m.lat.p50Ms, 'ms');
+      fig('p99_1conn', (m) => m.lat.p99Ms, 'ms');
+      fig(`p99_${CONNS}conns`, (m) => m.load.p99Ms, 'ms');
       figures.push(
         figure(
-          `l7.${name}.rps_${CONNS}conns`,
-          rps(r.load),
-          'req/s',
-          name === 'direct' ? undefined : rps(direct.load),
+          `l7.${path}.errors`,
+          results[path].reduce((a, m) => a + m.lat.errors + m.load.errors, 0),
+          'requests',
         ),
-        figure(`l7.${name}.p50_1conn`, r.lat.p50Ms, 'ms', name === 'direct' ? undefined : direct.lat.p50Ms),
-        figure(`l7.${name}.p99_1conn`, r.lat.p99Ms, 'ms', name === 'direct' ? undefined : direct.lat.p99Ms),
-        figure(
-          `l7.${name}.p99_${CONNS}conns`,
-          r.load.p99Ms,
-          'ms',
-          name === 'direct' ? undefined : direct.load.p99Ms,
-        ),
-        figure(`l7.${name}.errors`, r.lat.errors + r.load.errors, 'requests'),
       );
-    };
-    add('direct', direct);
-    add('proxy', l7);
-    add('nginx', ngx);
+      if (base) {
+        // The spread: each round's ratio against the same round's direct path.
+        const ratios = results[path].map((m, i) => rps(m.load) / rps(results.direct[i]!.load));
+        figures.push(
+          figure(`l7.${path}.rps_ratio_min`, Math.min(...ratios), 'ratio'),
+          figure(`l7.${path}.rps_ratio_max`, Math.max(...ratios), 'ratio'),
+          figure(
+            `l7.${path}.p99_added_1conn`,
+            med(path, (m) => m.lat.p99Ms) - med('direct', (m) => m.lat.p99Ms),
+            'ms',
+          ),
+        );
+      }
+    }
     figures.push(
-      figure('l7.proxy.p99_added_1conn', l7.lat.p99Ms - direct.lat.p99Ms, 'ms'),
-      figure('l7.nginx.p99_added_1conn', ngx.lat.p99Ms - direct.lat.p99Ms, 'ms'),
+      figure('l7.rounds', ROUNDS, 'rounds'),
+      figure('l7.seconds_per_run', SECONDS, 's'),
+      figure('l7.proxy_workers', workers, 'processes'),
     );
     writeResults('l7', figures);
   } finally {
@@ -276,6 +325,7 @@ async function runClient(
   ip: string,
   port: number,
   conns: number,
+  seconds: number,
 ): Promise<ClientResult> {
   const out = await exec(state, from, [
     process.execPath,
@@ -285,7 +335,7 @@ async function runClient(
     String(port),
     '/api/v1/products',
     String(conns),
-    String(SECONDS),
+    String(seconds),
   ]);
   return JSON.parse(out.trim().split('\n').at(-1)!) as ClientResult;
 }

@@ -72,6 +72,8 @@ export interface AgentConfig {
   dnsProxyPort?: number;
   /** Seconds learned DNS IPs live at least (Cilium's --tofqdns-min-ttl); default 0: the answer's TTL. */
   toFqdnsMinTtl?: number;
+  /** L7 HTTP proxy processes sharing its ports (default: one per CPU, at most 4). */
+  httpProxyWorkers?: number;
 }
 
 /** What the CNI plugin tells the agent about a pod it wired. */
@@ -220,6 +222,7 @@ export class Agent {
       podCidr: config.podCidr,
       datapath: this.#datapath,
       repo: this.repo,
+      ...(config.httpProxyWorkers ? { workers: config.httpProxyWorkers } : {}),
       onEvent: (e) => this.flows.addL7(e),
       log: (m) => console.error(`hypha agent: ${m}`),
     });

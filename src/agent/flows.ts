@@ -15,6 +15,7 @@ import {
   FlowRing,
   type HubbleMetrics,
   type L7Event,
+  l7TimeNs,
   labelStrings,
   type PolicyRef,
   type PolicyRuleInfo,
@@ -275,7 +276,7 @@ export class AgentFlows {
       ) {
         this.names.learn(e.endpointId, e.dns.ips, e.dns.query, e.dns.ttl);
       }
-      this.ring.writeFlow(flow);
+      this.ring.writeFlow(flow, l7TimeNs(e.time));
       this.#metrics?.add(flow);
     } catch (err) {
       this.#l7Errors++;

@@ -31,12 +31,18 @@ async function child(argv: readonly string[]): Promise<number> {
   return runCommand(command, rest.slice(command.path.length));
 }
 
-child(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    process.stderr.write(`hypha: ${errorMessage(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+// Once the command is over the process ends: the agent's IPC channel, left open, would
+// keep it alive (a stopped proxy that still looks up to its supervisor).
+child(process.argv.slice(2))
+  .then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.stderr.write(`hypha: ${errorMessage(err)}\n`);
+      process.exitCode = 1;
+    },
+  )
+  .finally(() => {
+    if (process.connected) process.disconnect();
+  });

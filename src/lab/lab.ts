@@ -411,7 +411,7 @@ export class Lab {
                   '--devices',
                   'eth0',
                   ...this.#hubbleMetricsFlag(),
-                  ...this.#dnsProxyFlags(),
+                  ...this.#proxyFlags(),
                 ],
                 env: [
                   { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
@@ -453,10 +453,14 @@ export class Lab {
     return Array.isArray(list) && list.length ? ['--hubble-metrics', list.map(String).join(',')] : [];
   }
 
-  /** dnsProxy.minTtl from the install values, as the agents' --tofqdns-min-ttl. */
-  #dnsProxyFlags(): string[] {
+  /** dnsProxy.minTtl and httpProxy.workers from the install values, as the agents' flags. */
+  #proxyFlags(): string[] {
     const minTtl = (this.config.values.dnsProxy as { minTtl?: unknown } | undefined)?.minTtl;
-    return typeof minTtl === 'number' ? ['--tofqdns-min-ttl', String(minTtl)] : [];
+    const workers = (this.config.values.httpProxy as { workers?: unknown } | undefined)?.workers;
+    return [
+      ...(typeof minTtl === 'number' ? ['--tofqdns-min-ttl', String(minTtl)] : []),
+      ...(typeof workers === 'number' ? ['--http-proxy-workers', String(workers)] : []),
+    ];
   }
 
   /** Cluster DNS as a real cluster has it: the coredns Deployment and the kube-dns Service. */

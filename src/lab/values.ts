@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
+import { MAX_WORKERS } from '../agent/l7.js';
 import { UsageError, ValidationError } from '../errors.js';
 import { parseMetricsConfig } from '../hubble/metrics.js';
 
@@ -45,6 +46,10 @@ const KNOWN: Record<string, { state: KeyStatus['state']; note: string }> = {
   'egressGateway.enabled': { state: 'not-supported', note: 'the egress gateway is not implemented yet' },
   'cluster.name': { state: 'applied', note: 'the lab cluster name' },
   'dnsProxy.minTtl': { state: 'applied', note: "the agents' --tofqdns-min-ttl (seconds)" },
+  'httpProxy.workers': {
+    state: 'applied',
+    note: "Hypha's: L7 HTTP proxy processes per node, the agents' --http-proxy-workers",
+  },
 };
 
 function setPath(v: Values, path: string, value: unknown): void {
@@ -133,6 +138,13 @@ export function reviewValues(v: Values): KeyStatus[] {
     }
     if (key === 'dnsProxy.minTtl' && !(typeof value === 'number' && Number.isInteger(value) && value >= 0))
       throw new UsageError(`dnsProxy.minTtl: ${String(value)} is not a whole number of seconds`);
+    if (
+      key === 'httpProxy.workers' &&
+      !(typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= MAX_WORKERS)
+    )
+      throw new UsageError(
+        `httpProxy.workers: ${String(value)} is not a whole number from 1 to ${MAX_WORKERS}`,
+      );
     if ((key.endsWith('.enabled') || key === 'kubeProxyReplacement') && value === false)
       return { key, state: 'applied', note: 'off' };
     if (known) return { key, ...known };

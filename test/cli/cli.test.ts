@@ -88,3 +88,19 @@ test('hypha agent checks its Hubble TLS flags before it starts anything', () => 
   assert.equal(missing.status, 2);
   assert.match(missing.stderr, /--hubble-tls-cert-file: .*no such file/i);
 });
+
+test('hypha agent checks --http-proxy-workers before it starts anything', () => {
+  for (const bad of ['0', '65', '1.5', 'all']) {
+    const r = hypha(
+      'agent',
+      '--node',
+      'hyworkers',
+      '--pod-cidr',
+      '10.250.0.0/24',
+      '--http-proxy-workers',
+      bad,
+    );
+    assert.equal(r.status, 2, bad);
+    assert.match(r.stderr, /--http-proxy-workers: ".*" is not a whole number (from 1 )?(up )?to 64/, bad);
+  }
+});

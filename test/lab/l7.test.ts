@@ -7,6 +7,7 @@
  * restarted it; deleting the policy sends traffic directly again.
  */
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -84,6 +85,8 @@ describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivilege
     t = await startLab({
       name: NAME,
       underlayOctet: 237,
+      // Two proxy workers per node whatever the CPU count, so the test can kill one.
+      values: { httpProxy: { workers: 2 } },
       manifests: 'tutorial',
       readyPods: 7,
       readyNamespace: 'production',
@@ -321,35 +324,57 @@ describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivilege
     }
   });
 
-  test('killing the proxy: its traffic is dropped (never passed) until the agent restarts it', async () => {
+  test('killing one proxy worker: the other serves; killing both: dropped (never passed) until restarted', async () => {
     const catalog = (await pods('app=catalog'))[0]!;
     const front = (await pods('app=frontend'))[0]!;
     const base = `http://${catalog.status!.podIP}:8080/api/v1/products`;
     const before = (await agentStatus(catalog)).httpProxy!;
-    assert.ok(before.pid, 'the proxy runs');
-    // From the frontend, a request every 50 ms for 3 s: POSTs (which the rule refuses) and GETs.
-    const loop = exec(front, [
-      'sh',
-      '-c',
-      `for i in $(seq 1 40); do curl -s -o /dev/null --connect-timeout 0.4 -m 1 -w "POST %{http_code}\\n" -X POST ${base}; curl -s -o /dev/null --connect-timeout 0.4 -m 1 -w "GET %{http_code}\\n" ${base}; sleep 0.03; done`,
-    ]);
-    await new Promise((r) => setTimeout(r, 400));
-    process.kill(before.pid, 'SIGKILL');
-    const lines = (await loop).stdout.trim().split('\n');
-    assert.deepEqual(
-      lines.filter((l) => l.startsWith('POST ') && l !== 'POST 403' && l !== 'POST 000'),
-      [],
-      'no POST got through',
+    const pids = before.workers.map((w) => w.pid);
+    assert.equal(pids.length, 2);
+    assert.ok(
+      pids.every((p) => p !== undefined) && before.workers.every((w) => w.ready),
+      'both workers serve',
     );
+    /** From the frontend, POSTs (which the rule refuses) and GETs, new connections, every 30 ms. */
+    const requests = (n: number) =>
+      exec(front, [
+        'sh',
+        '-c',
+        `for i in $(seq 1 ${n}); do curl -s -o /dev/null --connect-timeout 0.4 -m 1 -w "POST %{http_code}\\n" -X POST ${base}; curl -s -o /dev/null --connect-timeout 0.4 -m 1 -w "GET %{http_code}\\n" ${base}; sleep 0.03; done`,
+      ]).then((r) => r.stdout.trim().split('\n'));
+    const leaked = (lines: string[]) =>
+      lines.filter((l) => l.startsWith('POST ') && l !== 'POST 403' && l !== 'POST 000');
+
+    // One worker stopped (SIGTERM: it closes and exits): the kernel's SO_REUSEPORT group has
+    // only the other; new connections go there.
+    process.kill(pids[0]!, 'SIGTERM');
+    for (let i = 0; i < 50 && existsSync(`/proc/${pids[0]}`); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    assert.equal(existsSync(`/proc/${pids[0]}`), false, 'the stopped worker exited');
+    const one = await requests(10);
+    assert.deepEqual(leaked(one), [], 'no POST got through');
+    assert.deepEqual(
+      one.filter((l) => l !== 'POST 403' && l !== 'GET 200'),
+      [],
+      `the other worker answered every request: ${one.join(', ')}`,
+    );
+
+    // Both gone (the first may be back already: kill whatever runs now).
+    const loop = requests(40);
+    await new Promise((r) => setTimeout(r, 400));
+    const mid = (await agentStatus(catalog)).httpProxy!;
+    for (const w of mid.workers) if (w.pid) process.kill(w.pid, 'SIGKILL');
+    const lines = await loop;
+    assert.deepEqual(leaked(lines), [], 'no POST got through');
     assert.ok(
       lines.some((l) => l.endsWith(' 000')),
-      `some requests failed while it was down: ${lines.join(', ')}`,
+      `some requests failed while both were down: ${lines.join(', ')}`,
     );
     assert.equal(lines.at(-1), 'GET 200', 'served again once restarted');
     const now = (await agentStatus(catalog)).httpProxy!;
     assert.equal(now.ready, true);
-    assert.notEqual(now.pid, before.pid);
-    assert.ok(now.restarts > before.restarts);
+    for (const w of now.workers) assert.ok(w.pid && !pids.includes(w.pid), 'every worker was restarted');
+    assert.ok(now.restarts >= before.restarts + 2);
     const drops = await observe(
       nodeOf(catalog).agentSocket,
       '--verdict',

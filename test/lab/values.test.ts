@@ -56,3 +56,22 @@ test('bad values are usage errors naming the file or flag', () => {
     (e: unknown) => e instanceof UsageError && /--set novalue: expected key=value/.test(e.message),
   );
 });
+
+test("the proxies' values: checked before anything starts, then applied", () => {
+  const ok = reviewValues(loadValues([], ['httpProxy.workers=3', 'dnsProxy.minTtl=30']));
+  assert.equal(ok.find((r) => r.key === 'httpProxy.workers')?.state, 'applied');
+  assert.equal(ok.find((r) => r.key === 'dnsProxy.minTtl')?.state, 'applied');
+  for (const bad of ['httpProxy.workers=0', 'httpProxy.workers=65', 'httpProxy.workers=two'])
+    assert.throws(
+      () => reviewValues(loadValues([], [bad])),
+      (e: unknown) =>
+        e instanceof UsageError &&
+        /^httpProxy\.workers: .* is not a whole number from 1 to 64/.test(e.message),
+      bad,
+    );
+  assert.throws(
+    () => reviewValues(loadValues([], ['dnsProxy.minTtl=-1'])),
+    (e: unknown) =>
+      e instanceof UsageError && /^dnsProxy\.minTtl: -1 is not a whole number of seconds/.test(e.message),
+  );
+});

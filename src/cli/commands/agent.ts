@@ -4,6 +4,7 @@ import { parse as parseYaml } from 'yaml';
 import { Agent, type AgentConfig, type AgentStatus, type EndpointRecord } from '../../agent/agent.js';
 import { serveApi } from '../../agent/api.js';
 import { callAgent, defaultSocket, streamAgent } from '../../agent/client.js';
+import { DEFAULT_MAX_WORKERS, MAX_WORKERS } from '../../agent/l7.js';
 import { dropReasonName, summarizePacket } from '../../datapath/index.js';
 import { errorMessage, UsageError } from '../../errors.js';
 import { HubbleMetrics, parseMetricsConfig, splitMetricsFlag } from '../../hubble/metrics.js';
@@ -27,6 +28,15 @@ function wholeNumber(flag: string, v: unknown, max: number): number {
   return n;
 }
 
+function proxyWorkers(v: unknown): number {
+  const n = wholeNumber('http-proxy-workers', v, MAX_WORKERS);
+  if (n < 1)
+    throw new UsageError(
+      `--http-proxy-workers: "${String(v)}" is not a whole number from 1 to ${MAX_WORKERS}`,
+    );
+  return n;
+}
+
 function socketOf(values: Record<string, unknown>): string {
   return (values.socket as string | undefined) ?? defaultSocket(values.node as string | undefined);
 }
@@ -46,6 +56,7 @@ const AGENT_KEYS = [
   'hubble-metrics',
   'tofqdns-min-ttl',
   'tofqdns-proxy-port',
+  'http-proxy-workers',
   'hubble-tls-cert-file',
   'hubble-tls-key-file',
   'hubble-tls-client-ca-files',
@@ -176,6 +187,11 @@ export const agentCommands: Command[] = [
         value: 'port',
         description: 'the DNS proxy port (default 10053; 0: no DNS proxy, DNS under dns rules is dropped)',
       },
+      'http-proxy-workers': {
+        type: 'string',
+        value: 'n',
+        description: `L7 HTTP proxy processes sharing its ports (default: one per CPU, at most ${DEFAULT_MAX_WORKERS})`,
+      },
       'hubble-tls-cert-file': {
         type: 'string',
         value: 'file',
@@ -230,6 +246,9 @@ export const agentCommands: Command[] = [
           : {}),
         ...(values['tofqdns-proxy-port'] !== undefined
           ? { dnsProxyPort: wholeNumber('tofqdns-proxy-port', values['tofqdns-proxy-port'], 65535) }
+          : {}),
+        ...(values['http-proxy-workers'] !== undefined
+          ? { httpProxyWorkers: proxyWorkers(values['http-proxy-workers']) }
           : {}),
       };
       // Checked before the agent touches anything: a bad entry must not leave half an agent.

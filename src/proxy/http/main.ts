@@ -3,7 +3,9 @@
  * channel, so that its crash never takes the agent down (src/agent/supervisor.ts restarts
  * it). Two transparent listeners on 127.0.0.1, one per direction: the datapath sends a
  * connection to the port its policy entry names, so the listener tells which endpoint's
- * policy applies (egress: the client's, ingress: the server's).
+ * policy applies (egress: the client's, ingress: the server's). The agent runs several of
+ * these processes (workers) on the same ports, SO_REUSEPORT: the kernel spreads the
+ * connections over them, and each has everything it needs to serve any connection.
  *
  * A connection's peer identity is the one the datapath decided with: its conntrack entry
  * (pinned hypha_ct4) holds both identities; the ipcache answers when the entry is gone.
@@ -121,7 +123,8 @@ export class HttpProxyProcess {
         createSocket: (t) => (t.mark ? markedSocket(t.mark, t.source) : new Socket()),
       });
       this.#proxies.push(proxy);
-      await proxy.listenFd(transparentListener(address, port));
+      // A SO_REUSEPORT group: the agent may run several of these processes (workers).
+      await proxy.listenFd(transparentListener(address, port, true));
     }
   }
 

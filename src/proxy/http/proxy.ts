@@ -627,14 +627,18 @@ class ProxyCore {
         headers.push({ key: x.raw[i]!.toLowerCase(), value: x.raw[i + 1]! });
       x.headerList = headers;
     }
+    const ends = c.ends;
+    // One shape for every record (no spreads): two of these per proxied request.
     return {
       method: x.method,
       url: x.url,
       host: x.view.host,
       protocol: x.protocol,
-      ...c.ends,
+      source: ends.source,
+      destination: ends.destination,
       headers,
-      ...(x.target ? { target: x.target, peerIdentity: x.target.peerIdentity } : {}),
+      target: x.target,
+      peerIdentity: x.target?.peerIdentity,
     };
   }
 

@@ -40,6 +40,7 @@ const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SOL_IP = 0;
 const SO_REUSEADDR = 2;
+const SO_REUSEPORT = 15;
 const SO_MARK = 36;
 const IP_TRANSPARENT = 19;
 
@@ -73,13 +74,16 @@ function setInt(fd: number, level: number, name: number, value: number, what: st
 
 /**
  * A bound (not yet listening) IPv4 TCP socket with IP_TRANSPARENT: hand its descriptor to
- * `server.listen({ fd })`, which owns it from then on.
+ * `server.listen({ fd })`, which owns it from then on. With `reusePort`, several processes
+ * listen on the one address (a SO_REUSEPORT group): the kernel picks one per connection,
+ * also for connections the datapath assigned to the group with bpf_sk_assign.
  */
-export function transparentListener(host: string, port: number): number {
+export function transparentListener(host: string, port: number, reusePort = false): number {
   if (!isIPv4(host)) throw new TypeError(`transparentListener: ${host} is not an IPv4 address`);
   const what = `listener ${host}:${port}`;
   const fd = tcpSocket(what);
   setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, `${what}: SO_REUSEADDR`);
+  if (reusePort) setInt(fd, SOL_SOCKET, SO_REUSEPORT, 1, `${what}: SO_REUSEPORT`);
   setInt(fd, SOL_IP, IP_TRANSPARENT, 1, `${what}: IP_TRANSPARENT`);
   bindTo(fd, host, port, what);
   return fd;
