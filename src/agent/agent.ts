@@ -8,6 +8,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { existsSync, watch, writeFileSync } from 'node:fs';
+import { isIPv4 } from 'node:net';
 import { join } from 'node:path';
 import { cgroup2Root, withNetns } from '../bpf/index.js';
 import { HostDatapath } from '../datapath/host.js';
@@ -21,6 +22,7 @@ import {
   type IdentityAllocator,
   labelsKey,
   MIN_CLUSTER_IDENTITY,
+  ReservedIdentity,
 } from '../identity/index.js';
 import { loadManifests } from '../k8s/manifests.js';
 import type { Labels } from '../k8s/selector.js';
@@ -37,7 +39,7 @@ import { AgentFlows } from './flows.js';
 import { DEFAULT_DNS_PROXY_PORT, type DnsProxyStatus, dnsProxyAddress, FqdnManager } from './fqdn.js';
 import { CrdIdentityAllocator } from './identities.js';
 import { HostScopeIpam } from './ipam.js';
-import type { ClusterState, KubernetesWatcher, RemoteEndpoint } from './k8s.js';
+import type { ClusterNode, ClusterState, KubernetesWatcher, RemoteEndpoint } from './k8s.js';
 import { HttpProxyManager, type HttpProxyStatus } from './l7.js';
 import {
   applyServiceChanges,
@@ -171,6 +173,8 @@ export class Agent {
   /** `ip:port` of every frontend to its service, for naming services in flows. */
   readonly #serviceAt = new Map<string, { namespace: string; name: string }>();
   #remote = new Map<string, RemoteEndpoint>();
+  /** Node addresses in the ipcache and their identities (host or remote-node). */
+  #nodeIps = new Map<string, number>();
   #knownIdentities = new Set<number>();
   readonly #endpoints = new Map<string, EndpointRecord>();
   #datapath: Datapath;
@@ -271,6 +275,7 @@ export class Agent {
 
   /** Loads manifests and adopts the endpoints a previous run left (re-attaching in place). */
   start(): void {
+    this.setNodes([]);
     this.reloadManifests();
     for (const rec of readJson<EndpointRecord[]>(join(this.config.stateDir, 'endpoints.json'), [])) {
       this.#endpoints.set(rec.containerId, rec);
@@ -400,6 +405,30 @@ export class Agent {
       this.#knownIdentities = now;
     });
     this.#apply(diffs);
+  }
+
+  /**
+   * Node addresses into the ipcache, as Cilium has them: this node's as reserved:host (so
+   * the node's own traffic to its pods passes, by the allow-localhost entry, and flows say
+   * `host`), the other nodes' as reserved:remote-node. Before this, a node's address read
+   * as the world.
+   */
+  setNodes(nodes: ClusterNode[]): void {
+    const next = new Map<string, number>();
+    if (this.config.nodeIp && isIPv4(this.config.nodeIp)) next.set(this.config.nodeIp, ReservedIdentity.Host);
+    for (const n of nodes)
+      for (const ip of n.ips)
+        if (isIPv4(ip) && !next.has(ip))
+          next.set(ip, n.name === this.config.node ? ReservedIdentity.Host : ReservedIdentity.RemoteNode);
+    try {
+      for (const ip of this.#nodeIps.keys()) if (!next.has(ip)) this.#datapath.deleteIpcache(`${ip}/32`);
+      for (const [ip, id] of next)
+        if (this.#nodeIps.get(ip) !== id) this.#datapath.upsertIpcache(`${ip}/32`, id);
+      this.#nodeIps = next;
+    } catch (err) {
+      // The next Node change tries again (from what was written).
+      console.error(`hypha agent: node addresses into the ipcache: ${errorMessage(err)}`);
+    }
   }
 
   /** Pod IPs on other nodes and their identities, into the ipcache. */

@@ -8,6 +8,7 @@
  * which identity stands behind a remote pod IP.
  */
 
+import { isIP } from 'node:net';
 import {
   CoreV1Api,
   CustomObjectsApi,
@@ -50,11 +51,19 @@ export interface RemoteEndpoint {
   podName?: string;
 }
 
+/** A Node and its addresses. */
+export interface ClusterNode {
+  name: string;
+  ips: string[];
+}
+
 /** What the watcher needs from the agent. */
 export interface ClusterSink {
   setClusterState(state: ClusterState): void;
   setIdentities(ids: Identity[]): void;
   setRemoteEndpoints(eps: RemoteEndpoint[]): void;
+  /** The cluster's nodes and their addresses (the Nodes' status.addresses IPs). */
+  setNodes(nodes: ClusterNode[]): void;
   /** Services whose frontends changed, by `namespace/name` (an empty list: the service is gone). */
   updateServices(changes: Map<string, ServiceFrontend[]>): ServiceProblem[];
   /** What `toServices` policy rules select: a service's labels and selector (undefined: gone). */
@@ -238,6 +247,7 @@ export class KubernetesWatcher {
       sink.setClusterState(this.#clusterState());
     if (all || dirty.has('ciliumendpoints')) sink.setRemoteEndpoints(this.#remoteEndpoints());
     if (all || dirty.has('nodes')) {
+      sink.setNodes(this.#nodes());
       // A pod CIDR that came or went changes which externalIPs are refused.
       const cidrs = this.#podCidrs();
       if (cidrs.join(',') !== this.#cidrs.join(','))
@@ -270,6 +280,17 @@ export class KubernetesWatcher {
       for (const c of [...(spec?.podCIDRs ?? []), ...(spec?.podCIDR ? [spec.podCIDR] : [])]) out.add(c);
     }
     return [...out].sort();
+  }
+
+  /** Every Node's name and IP addresses (InternalIP and ExternalIP). */
+  #nodes(): ClusterNode[] {
+    return this.#items('nodes').map((n) => {
+      const o = n as { status?: { addresses?: { type?: string; address?: string }[] } };
+      const ips = (o.status?.addresses ?? [])
+        .filter((a) => (a.type === 'InternalIP' || a.type === 'ExternalIP') && a.address && isIP(a.address))
+        .map((a) => a.address!);
+      return { name: n.metadata?.name ?? '', ips: [...new Set(ips)] };
+    });
   }
 
   /** Problems already posted as Events, by service: each distinct one is posted once. */

@@ -144,8 +144,16 @@ export class PolicyRepository {
   /** While loading in bulk, endpoints to recompute once at the end. */
   #pending: Set<number> | undefined;
 
-  constructor(opts: { mode?: EnforcementMode } = {}) {
+  /**
+   * Cilium's --allow-localhost=always (its default): the node's own traffic to its
+   * endpoints (kubelet probes, the node's processes) passes ingress policy, as an L3 allow
+   * of reserved:host that more specific entries (L4, L7, deny) still override.
+   */
+  allowLocalhost: boolean;
+
+  constructor(opts: { mode?: EnforcementMode; allowLocalhost?: boolean } = {}) {
     this.mode = opts.mode ?? 'default';
+    this.allowLocalhost = opts.allowLocalhost ?? true;
   }
 
   // ------------------------------------------------------------------ inputs
@@ -475,6 +483,7 @@ export class PolicyRepository {
               if (this.#ruleCovers(rule, identity)) this.#ruleEntries(ep, p, rule, contributions, identity);
           }
         }
+        if (identity === ReservedIdentity.Host && prev.ingress.enforced) this.#localhost(contributions);
         // Every endpoint sharing this result has the same selecting policies, so all of
         // them are in `ids`: the shared result is updated in place, entries of this
         // identity only (found through a per-identity index, not a scan).
@@ -593,6 +602,7 @@ export class PolicyRepository {
           }
         }
       }
+      if (dir === 'ingress' && enforced) this.#localhost(contributions);
       const entries = new Map<string, PolicyEntry>();
       const index = new Map<number, Set<string>>();
       for (const [key, cs] of contributions) {
@@ -607,6 +617,25 @@ export class PolicyRepository {
       identityIndexes.set(out[dir], index);
     }
     return out;
+  }
+
+  /** The allow-localhost entry (no rule: cookie 0), among an enforced ingress's contributions. */
+  #localhost(into: Map<string, Contribution[]>): void {
+    if (!this.allowLocalhost) return;
+    const entry: PolicyEntry = {
+      direction: 'ingress',
+      identity: ReservedIdentity.Host,
+      protocol: 0,
+      port: 0,
+      portPrefixLen: 0,
+      cookie: 0,
+      verdict: 'allow',
+    };
+    const key = entryKey(entry);
+    const c: Contribution = { entry, deny: false };
+    const list = into.get(key);
+    if (list) list.push(c);
+    else into.set(key, [c]);
   }
 
   #ruleEntries(

@@ -419,8 +419,12 @@ describe('deployment controller', () => {
       assert.equal(newRS?.metadata.annotations?.['deployment.kubernetes.io/revision'], '2');
       assert.equal(d.metadata.annotations?.['deployment.kubernetes.io/revision'], '2');
       assert.equal(newRS?.metadata.name, `web-${podTemplateHash(d.spec.template)}`);
-      const pods = list<Pod>(lab, lab.r.pods);
-      assert.equal(pods.length, replicas);
+      // The old ReplicaSet's last pod may still be terminating (graceful deletion) when the
+      // rollout reads as done: wait for it to go.
+      const pods = await until('old pods gone', () => {
+        const all = list<Pod>(lab, lab.r.pods);
+        return all.length === replicas ? all : undefined;
+      });
       assert.ok(
         pods.every(
           (p) => p.metadata.labels?.['pod-template-hash'] === newRS?.metadata.labels?.['pod-template-hash'],

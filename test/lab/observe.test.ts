@@ -169,4 +169,59 @@ describe("hypha lab: the tutorial's hubble commands through the relay", {
     assert.equal(drop.flow.drop_reason_desc, 'POLICY_DENIED');
     assert.equal(drop.flow.source.namespace, 'production');
   });
+
+  test('after the default-deny: a node reaches its own pods (allow-localhost), another node does not; flows say host and remote-node', async () => {
+    const [cat] = await t.pods('app=catalog');
+    const own = t.state.nodes.find((n) => n.name === cat!.spec.nodeName)!;
+    const other = t.state.nodes.find((n) => n.name !== cat!.spec.nodeName)!;
+    const url = `http://${cat!.status!.podIP}:8080/`;
+    const fromNode = (netns: string) =>
+      new Promise<string>((resolve) =>
+        execFile(
+          'ip',
+          ['netns', 'exec', netns, 'curl', '-s', '-o', '/dev/null', '-m', '2', '-w', '%{http_code}', url],
+          (_e, out) => resolve(out.trim()),
+        ),
+      );
+    assert.equal(await fromNode(own.netns), '200', "the pod's own node (kubelet probes, as in Cilium)");
+    assert.equal(await fromNode(other.netns), '000', 'another node is not allowed by the default-deny');
+    const r = await hypha(
+      'observe',
+      '--server',
+      relay,
+      '--to-pod',
+      `production/${cat!.metadata.name}`,
+      '--last',
+      '200',
+      '-o',
+      'json',
+    );
+    type F = {
+      flow: { IP?: { source: string }; source?: { identity?: number; labels?: string[] }; verdict: string };
+    };
+    const flows = r.out
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as F);
+    const from = (ip: string) => flows.filter((f) => f.flow.IP?.source === ip);
+    assert.ok(
+      from(own.ip).some(
+        (f) =>
+          f.flow.source?.identity === 1 &&
+          f.flow.source.labels?.includes('reserved:host') &&
+          f.flow.verdict === 'FORWARDED',
+      ),
+      `a forwarded flow from ${own.ip} as host: ${JSON.stringify(from(own.ip).slice(0, 2))}`,
+    );
+    assert.ok(
+      from(other.ip).some(
+        (f) =>
+          f.flow.source?.identity === 6 &&
+          f.flow.source.labels?.includes('reserved:remote-node') &&
+          f.flow.verdict === 'DROPPED',
+      ),
+      `a dropped flow from ${other.ip} as remote-node: ${JSON.stringify(from(other.ip).slice(0, 2))}`,
+    );
+  });
 });

@@ -6,8 +6,9 @@ import { PolicyRepository, parsePolicy } from '../../src/policy/index.js';
 
 const labels = (app: string, ns = 'prod') => endpointLabels({ namespace: ns, podLabels: { app } });
 
-function setup() {
-  const repo = new PolicyRepository();
+/** Without the allow-localhost entry, so the diffs hold only what the policies make (tested on its own below). */
+function setup(allowLocalhost = false) {
+  const repo = new PolicyRepository({ allowLocalhost });
   repo.upsertEndpoint({ id: 1, namespace: 'prod', identity: 300, labels: labels('web') });
   repo.upsertEndpoint({ id: 2, namespace: 'prod', identity: 301, labels: labels('client') });
   repo.upsertEndpoint({ id: 3, namespace: 'prod', identity: 302, labels: labels('db') });
@@ -117,4 +118,35 @@ test('applying the diffs in order always reproduces the computed entries', () =>
     );
     assert.deepEqual(state.get(id) ?? new Map(), want, `endpoint ${id}`);
   }
+});
+
+test('allow-localhost: an enforced ingress admits reserved:host (an L3 allow, no rule), and keeps it through identity updates', () => {
+  const repo = setup(true);
+  const diffs = repo.upsertPolicy(allowClientToWeb);
+  const keys = (
+    es: readonly { identity: number; protocol: number; port: number; verdict: string; cookie: number }[],
+  ) => es.map((e) => [e.identity, e.protocol, e.port, e.verdict, e.cookie]).sort();
+  assert.deepEqual(keys(diffs[0]!.added), [
+    [1, 0, 0, 'allow', 0],
+    [301, 6, 8080, 'allow', diffs[0]!.added.find((e) => e.identity === 301)!.cookie],
+  ]);
+  // The host's identity "changes" (relabelled, as the agent's identity sync does): nothing moves.
+  assert.deepEqual(repo.upsertIdentity(1, { 'reserved:host': '' }), []);
+  assert.ok(repo.endpointPolicy(1)?.ingress.entries.has('ingress|1|0|0/0') ?? false);
+  // Not enforced (no policy): no entry, everything passes anyway.
+  repo.deletePolicy(allowClientToWeb.origin);
+  assert.equal(repo.endpointPolicy(1)?.ingress.entries.size, 0);
+  // A deny of the host beats it.
+  const denyHost = parsePolicy({
+    apiVersion: 'cilium.io/v2',
+    kind: 'CiliumNetworkPolicy',
+    metadata: { name: 'no-host', namespace: 'prod' },
+    spec: { endpointSelector: { matchLabels: { app: 'web' } }, ingressDeny: [{ fromEntities: ['host'] }] },
+  }).policies[0]!;
+  repo.upsertPolicy(denyHost);
+  const host = [...(repo.endpointPolicy(1)?.ingress.entries.values() ?? [])].filter((e) => e.identity === 1);
+  assert.deepEqual(
+    host.map((e) => e.verdict),
+    ['deny'],
+  );
 });
