@@ -2,9 +2,11 @@
  * L7 HTTP policy's cost, in a lab with the tutorial's workloads: keep-alive GETs from a
  * frontend pod to a catalog pod on the same node, over three paths measured in one run:
  *   direct  the 5.3 policy without its http rules (L4 allow): no proxy;
- *   l7      the tutorial's 5.3 policy: through the node's HTTP proxy;
- *   nginx   Debian's nginx as a reverse proxy in the node's namespace (upstream keep-alive),
- *           the client connecting to it; no policy (nginx's connections come from the node).
+ *   proxy   the tutorial's 5.3 policy: through the node's HTTP proxy (its workers), with
+ *           the L7 flows it reports to the agent;
+ *   nginx   Debian's nginx (one worker, no access log) as a reverse proxy in the node's
+ *           namespace (upstream keep-alive), the client connecting to it; under the L4
+ *           policy (nginx's connections come from the node: allow-localhost).
  * Each path: one connection for latency (p50/p99), then CONNS connections for
  * requests/s (and p99 under that load); ROUNDS rounds of the three paths in alternating
  * orders, the figures medians over rounds (this 2-CPU machine drifts by tens of percent
@@ -181,9 +183,10 @@ async function bench(): Promise<void> {
         await waitFor(state, front, catIp, (code) => code === '403', 'POST refused by the proxy');
         return measure(catIp, 8080);
       },
-      // nginx's connections come from the node: no policy on catalog.
+      // Under the L4 policy as well: nginx's upstream connections come from the node, which
+      // reaches its pods by allow-localhost.
       nginx: async () => {
-        await kubectl(state, 'delete', '--ignore-not-found', '-f', POLICY);
+        await kubectl(state, 'apply', '-f', l4File);
         await waitFor(state, front, node.ip, (code) => code === '200', 'nginx answering', NGINX_PORT);
         return measure(node.ip, NGINX_PORT);
       },
