@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer as netServer, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { CompiledRuleSet } from '../../src/policy/http.js';
 import { F_DROPPED, F_EGRESS, F_RESPONSE, packHeaders, unpackEvent } from '../../src/proxy/http/events.js';
@@ -232,17 +232,21 @@ describe('L7 HTTP proxy', () => {
     c.sock.destroy();
   });
 
-  test('hop-by-hop headers stay on their hop; Upgrade is no tunnel; CONNECT is refused', async () => {
+  test('hop-by-hop headers stay on their hop; an upgrade the destination declines is no tunnel; CONNECT is refused', async () => {
     const c = new RawClient(port);
     const ok = await c.send(
       'GET /api/v1/products HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, X-Hop\r\nUpgrade: websocket\r\nX-Hop: 1\r\nX-Keep: 2\r\n\r\n',
       /\}$/,
     );
     assert.match(ok, /^HTTP\/1\.1 200/);
-    assert.equal(lastHeaders.upgrade, undefined);
+    // The upgrade was asked for (the rules allowed the request); this destination answered
+    // 200, so the exchange is plain HTTP and the connection ends after it.
+    assert.equal(lastHeaders.upgrade, 'websocket');
+    assert.equal(lastHeaders.connection, 'upgrade');
     assert.equal(lastHeaders['x-hop'], undefined);
     assert.equal(lastHeaders['x-keep'], '2');
-    c.sock.destroy();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.ok(c.closed, 'no second request on a connection that asked to switch protocols');
     seen.length = 0;
     const t = new RawClient(port);
     const out = await t.send('CONNECT catalog:8080 HTTP/1.1\r\nHost: catalog:8080\r\n\r\n', /denied\r\n$/);
@@ -251,6 +255,79 @@ describe('L7 HTTP proxy', () => {
     assert.ok(t.closed);
     assert.deepEqual(seen, []);
     assert.ok(records.some((r) => r.method === 'CONNECT' && r.verdict === 'denied'));
+  });
+
+  test('an allowed upgrade the destination accepts (101) becomes a tunnel; a denied one never reaches it', async () => {
+    // A destination that switches to an "echo in capitals" protocol.
+    const heads: string[] = [];
+    const echo = netServer((s) => {
+      let head = '';
+      let switched = false;
+      s.on('data', (d: Buffer) => {
+        if (switched) {
+          s.write(d.toString().toUpperCase());
+          return;
+        }
+        head += d.toString('latin1');
+        const end = head.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        heads.push(head.slice(0, end));
+        switched = true;
+        s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: caps\r\nConnection: Upgrade\r\n\r\n');
+        const rest = head.slice(end + 4);
+        if (rest) s.write(rest.toUpperCase());
+      });
+      s.on('error', () => {});
+    });
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    const echoPort = (echo.address() as { port: number }).port;
+    const tunnelRecords: HttpRecord[] = [];
+    const p = createHttpProxy({
+      resolve: () => ({ host: '127.0.0.1', port: echoPort, rules, peerIdentity: FRONTEND }),
+      onRecord: (r) => tunnelRecords.push(r),
+    });
+    const pport = await p.listen(0, '127.0.0.1');
+    try {
+      const c = new RawClient(pport);
+      // The first tunnel bytes ride in the same segment as the request head.
+      const first = await c.send(
+        'GET /api/v1/products/stream HTTP/1.1\r\nHost: catalog\r\nConnection: Upgrade\r\nUpgrade: caps\r\n\r\nhello',
+        /HELLO$/,
+      );
+      assert.match(first, /^HTTP\/1\.1 101 Switching Protocols\r\n[\s\S]*\r\n\r\nHELLO$/);
+      assert.match(heads[0]!, /^GET \/api\/v1\/products\/stream HTTP\/1\.1\r\n/);
+      assert.match(heads[0]!, /\r\nUpgrade: caps\r\n/i);
+      assert.match(heads[0]!, /\r\nconnection: upgrade$/im);
+      // Past the 101 the bytes are the new protocol's: not parsed, not judged (as with Envoy).
+      const more = await c.send('POST /admin HTTP/1.1\r\n\r\n', /POST \/ADMIN HTTP\/1\.1\r\n\r\n$/);
+      assert.equal(more, 'POST /ADMIN HTTP/1.1\r\n\r\n');
+      assert.deepEqual(
+        tunnelRecords.map((r) => [r.type, r.verdict, r.method, r.url, r.code ?? null]),
+        [
+          ['request', 'forwarded', 'GET', '/api/v1/products/stream', null],
+          ['response', 'forwarded', 'GET', '/api/v1/products/stream', 101],
+        ],
+      );
+      // Closing one end closes the other.
+      c.sock.end();
+      await new Promise((r) => setTimeout(r, 50));
+      assert.ok(c.closed);
+
+      // A denied upgrade: 403, the connection closed, the destination never asked.
+      heads.length = 0;
+      const d = new RawClient(pport);
+      const denied = await d.send(
+        'GET /admin HTTP/1.1\r\nHost: catalog\r\nConnection: Upgrade\r\nUpgrade: caps\r\n\r\nhello',
+        /Access denied\r\n$/,
+      );
+      assert.match(denied, /^HTTP\/1\.1 403 Forbidden/);
+      await new Promise((r) => setTimeout(r, 20));
+      assert.ok(d.closed);
+      assert.deepEqual(heads, []);
+    } finally {
+      await p.close();
+      await new Promise((r) => echo.close(r));
+    }
   });
 
   test('pipelined requests are answered in order, denied ones in their place', async () => {
