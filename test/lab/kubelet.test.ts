@@ -188,6 +188,7 @@ describe('pod runtime on a node with an agent', { skip: skipUnlessPrivileged() }
       method: 'GET',
       path: '/hello?x=1',
       host: `${webReady.podIP}:8080`,
+      protocol: 'HTTP/1.1',
     });
     const inside = await runtime.exec('prod/client', [
       'sh',

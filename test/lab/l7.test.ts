@@ -29,7 +29,7 @@ interface JsonFlow {
     Type?: string;
     source?: { pod_name?: string };
     destination?: { pod_name?: string };
-    l7?: { type?: string; http?: { code?: number; method?: string; url?: string } };
+    l7?: { type?: string; http?: { code?: number; method?: string; url?: string; protocol?: string } };
     ingress_denied_by?: { name?: string }[];
   };
 }
@@ -256,6 +256,34 @@ describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivilege
     assert.equal(denied?.flow?.verdict, 'DROPPED', 'the DELETE is a dropped request');
     assert.equal(denied?.flow?.l7?.type, 'REQUEST');
     assert.equal(denied?.flow?.ingress_denied_by?.[0]?.name, 'catalog-l7-policy');
+  });
+
+  test('HTTP/2 (h2c, prior knowledge): the same rules per request, L7 flows say HTTP/2', async () => {
+    const f = (await pods('app=frontend'))[0]!;
+    const h2 = (...args: string[]) =>
+      curl(f, 'http://catalog:8080/api/v1/products', '--http2-prior-knowledge', ...args);
+    const ok = await h2();
+    assert.equal(ok.code, '200');
+    assert.match(ok.body, /"protocol":"HTTP\/2.0"/, 'HTTP/2 all the way to the pod');
+    const post = await h2('-X', 'POST', '-d', '{}');
+    assert.equal(post.code, '403');
+    assert.equal(post.body, 'Access denied\r\n');
+    let flows: JsonFlow[] = [];
+    for (let i = 0; i < 20; i++) {
+      flows = [];
+      for (const n of state.nodes) flows.push(...(await observe(n.agentSocket, '--type', 'l7')));
+      if (flows.some((x) => x.flow?.l7?.http?.protocol === 'HTTP/2' && x.flow.l7.http.method === 'POST'))
+        break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const denied = flows.find(
+      (x) => x.flow?.l7?.http?.protocol === 'HTTP/2' && x.flow.l7.http.method === 'POST',
+    );
+    assert.equal(denied?.flow?.verdict, 'DROPPED');
+    assert.ok(
+      flows.some((x) => x.flow?.l7?.http?.protocol === 'HTTP/2' && x.flow.l7.http.code === 200),
+      'the allowed GET and its 200',
+    );
   });
 
   test("egress rules too: the client node's proxy, then the server node's (both policies hold)", async () => {

@@ -1,5 +1,11 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
+import {
+  type ClientHttp2Session,
+  connect as connectHttp2,
+  createServer as createHttp2Server,
+  type Http2Server,
+} from 'node:http2';
 import { connect, createServer as netServer, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { CompiledRuleSet } from '../../src/policy/http.js';
@@ -610,5 +616,148 @@ describe('L7 HTTP proxy: events to the agent', () => {
     assert.equal(denied.reason, 'Access denied');
     assert.equal(denied.latencyNs, undefined);
     assert.throws(() => unpackEvent(['short']), TypeError);
+  });
+});
+
+describe('L7 HTTP proxy over HTTP/2 (h2c, prior knowledge)', () => {
+  let backend: Http2Server;
+  let backendPort = 0;
+  let proxy: HttpProxy;
+  let port = 0;
+  let peer = FRONTEND;
+  let target = 0;
+  const records: HttpRecord[] = [];
+  const seen: string[] = [];
+
+  before(async () => {
+    // A gRPC-like destination: echoes the request, with a trailer.
+    backend = createHttp2Server();
+    backend.on('stream', (stream, headers) => {
+      seen.push(`${headers[':method']} ${headers[':path']}`);
+      let body = '';
+      stream.on('data', (d: Buffer) => (body += d));
+      stream.on('end', () => {
+        const trailer = headers['x-want-trailer'] !== undefined;
+        stream.respond({ ':status': 200, 'content-type': 'application/json' }, { waitForTrailers: trailer });
+        if (trailer) stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+        stream.end(
+          JSON.stringify({
+            method: headers[':method'],
+            path: headers[':path'],
+            body,
+            trace: headers['x-trace'] ?? null,
+            te: headers.te ?? null,
+          }),
+        );
+      });
+    });
+    await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
+    backendPort = (backend.address() as { port: number }).port;
+    target = backendPort;
+    proxy = createHttpProxy({
+      resolve: () => ({ host: '127.0.0.1', port: target, rules, peerIdentity: peer }),
+      onRecord: (r) => records.push(r),
+    });
+    port = await proxy.listen(0, '127.0.0.1');
+  });
+  after(async () => {
+    await proxy.close();
+    await new Promise((r) => backend.close(r));
+  });
+
+  /** One request on a session: status, body, trailers. */
+  const request = (session: ClientHttp2Session, headers: Record<string, string>, body?: string) =>
+    new Promise<{ status: number; body: string; trailers: Record<string, unknown> }>((resolve, reject) => {
+      const req = session.request(headers, { endStream: body === undefined });
+      let status = 0;
+      let out = '';
+      let trailers: Record<string, unknown> = {};
+      req.on('response', (h) => (status = Number(h[':status'])));
+      req.on('trailers', (t) => (trailers = t));
+      req.on('data', (d: Buffer) => (out += d));
+      req.on('end', () => resolve({ status, body: out, trailers }));
+      req.on('error', reject);
+      if (body !== undefined) req.end(body);
+    });
+
+  test('the rules judge each stream: GET allowed, POST and other paths 403, on one connection', async () => {
+    peer = FRONTEND;
+    records.length = 0;
+    seen.length = 0;
+    const s = connectHttp2(`http://127.0.0.1:${port}`);
+    try {
+      const ok = await request(s, { ':method': 'GET', ':path': '/api/v1/products?id=1', te: 'trailers' });
+      assert.equal(ok.status, 200);
+      assert.deepEqual(JSON.parse(ok.body), {
+        method: 'GET',
+        path: '/api/v1/products?id=1',
+        body: '',
+        trace: null,
+        te: 'trailers',
+      });
+      const post = await request(s, { ':method': 'POST', ':path': '/api/v1/products' }, '{}');
+      assert.equal(post.status, 403);
+      assert.equal(post.body, 'Access denied\r\n');
+      const admin = await request(s, { ':method': 'GET', ':path': '/admin' });
+      assert.equal(admin.status, 403);
+      const again = await request(s, { ':method': 'GET', ':path': '/api/v1/products/42' });
+      assert.equal(again.status, 200);
+      assert.deepEqual(
+        seen,
+        ['GET /api/v1/products?id=1', 'GET /api/v1/products/42'],
+        'denied ones never reached it',
+      );
+    } finally {
+      s.close();
+    }
+    assert.deepEqual(
+      records.map((r) => [r.type, r.verdict, r.method, r.url, r.protocol, r.code ?? null]),
+      [
+        ['request', 'forwarded', 'GET', '/api/v1/products?id=1', 'HTTP/2', null],
+        ['response', 'forwarded', 'GET', '/api/v1/products?id=1', 'HTTP/2', 200],
+        ['request', 'denied', 'POST', '/api/v1/products', 'HTTP/2', 403],
+        ['request', 'denied', 'GET', '/admin', 'HTTP/2', 403],
+        ['request', 'forwarded', 'GET', '/api/v1/products/42', 'HTTP/2', null],
+        ['response', 'forwarded', 'GET', '/api/v1/products/42', 'HTTP/2', 200],
+      ],
+    );
+  });
+
+  test('bodies stream, header edits apply, trailers (gRPC status) pass', async () => {
+    peer = OTHER;
+    const s = connectHttp2(`http://127.0.0.1:${port}`);
+    try {
+      const put = await request(
+        s,
+        { ':method': 'PUT', ':path': '/admin', 'x-token': 's3cret', 'x-want-trailer': '1' },
+        'x'.repeat(100_000),
+      );
+      assert.equal(put.status, 200);
+      const echoed = JSON.parse(put.body) as { body: string; trace: string };
+      assert.equal(echoed.body.length, 100_000);
+      assert.equal(echoed.trace, 'on', 'the headerMatches mismatch ADD applied');
+      assert.equal(put.trailers['grpc-status'], '0');
+      const noToken = await request(s, { ':method': 'PUT', ':path': '/admin' }, 'x');
+      assert.equal(noToken.status, 403);
+    } finally {
+      s.close();
+      peer = FRONTEND;
+    }
+  });
+
+  test('a destination that does not answer: 503 on the stream, the connection goes on', async () => {
+    const s = connectHttp2(`http://127.0.0.1:${port}`);
+    try {
+      target = 1; // nothing listens on port 1
+      const r = await request(s, { ':method': 'GET', ':path': '/api/v1/products' });
+      assert.equal(r.status, 503);
+      target = backendPort;
+      const ok = await request(s, { ':method': 'GET', ':path': '/api/v1/products' });
+      assert.equal(ok.status, 200);
+    } finally {
+      target = backendPort;
+      s.close();
+    }
+    assert.ok(records.some((r) => r.verdict === 'error' && r.code === 503 && r.protocol === 'HTTP/2'));
   });
 });

@@ -1,12 +1,17 @@
 /**
  * The lab's stand-in for a container image: an HTTP server on every port it is given that
  * answers any method and path with 200 and a JSON document naming the pod, the container,
- * the request's method and path and its Host header. Connections are kept alive. Each
- * request is logged to stdout, so `logs` shows the traffic.
+ * the request's method and path, its Host header (or HTTP/2 authority) and protocol.
+ * Connections are kept alive; HTTP/1.x and HTTP/2 with prior knowledge (h2c) share each
+ * port, told apart by the connection's first bytes. Each request is logged to stdout, so
+ * `logs` shows the traffic.
  *
  * Run as `node serve.js '{"pod":"web","namespace":"prod","container":"c","ports":[8080]}'`.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer as http1, type IncomingMessage, type ServerResponse } from 'node:http';
+import { type Http2ServerRequest, type Http2ServerResponse, createServer as http2 } from 'node:http2';
+import { type Server, type Socket, createServer as tcp } from 'node:net';
+import { sniffPreface } from '../../proxy/http/h2.js';
 
 interface Config {
   pod: string;
@@ -29,34 +34,66 @@ function parseConfig(text: string | undefined): Config {
 
 const config = parseConfig(process.argv[2]);
 const servers: Server[] = config.ports.map((port) => {
-  const server = createServer((req, res) => {
+  const handle = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => {
     req.resume();
+    const h2 = req.httpVersionMajor === 2;
     const body = JSON.stringify({
       pod: config.pod,
       namespace: config.namespace,
       container: config.container,
       method: req.method,
       path: req.url,
-      host: req.headers.host ?? '',
+      host: (h2 ? (req as Http2ServerRequest).authority : req.headers.host) ?? '',
+      protocol: `HTTP/${req.httpVersion}`,
     });
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) + 1 });
+    (res as ServerResponse).writeHead(200, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body) + 1,
+    });
     res.end(`${body}\n`);
     const from = req.socket.remoteAddress?.replace(/^::ffff:/, '') ?? '';
     process.stdout.write(`${new Date().toISOString()} ${from} ${req.method} ${req.url} :${port}\n`);
+  };
+  const one = http1(handle);
+  one.keepAliveTimeout = 65_000;
+  const two = http2(handle);
+  const open = new Set<Socket>();
+  const server = tcp((socket) => {
+    open.add(socket);
+    socket.once('close', () => open.delete(socket));
+    let head: Buffer = Buffer.alloc(0);
+    const first = (d: Buffer) => {
+      head = head.length ? Buffer.concat([head, d]) : d;
+      const kind = sniffPreface(head);
+      if (kind === undefined) return;
+      socket.off('data', first);
+      if (kind === 'h2') {
+        // node:http2 reads what the socket buffered before its own reads.
+        socket.pause();
+        socket.unshift(head);
+        two.emit('connection', socket);
+      } else {
+        // node:http's parser reads the socket natively once it has it: the bytes already
+        // read reach it through its data listener.
+        one.emit('connection', socket);
+        socket.emit('data', head);
+      }
+    };
+    socket.on('data', first);
+    socket.on('error', () => {});
   });
-  server.keepAliveTimeout = 65_000;
   server.on('error', (err) => {
     process.stderr.write(`serve: port ${port}: ${err.message}\n`);
     process.exit(1);
+  });
+  server.on('close', () => {
+    for (const s of open) s.destroy();
   });
   server.listen(port, () => process.stdout.write(`listening on :${port}\n`));
   return server;
 });
 
 process.on('SIGTERM', () => {
-  for (const s of servers) {
-    s.close();
-    s.closeAllConnections();
-  }
+  for (const s of servers) s.close();
   process.exitCode = 0;
 });

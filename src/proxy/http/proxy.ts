@@ -32,6 +32,7 @@ import {
   type Socket,
 } from 'node:net';
 import type { CompiledRuleSet, HeaderEdit, HttpRequestView } from '../../policy/http.js';
+import { serveH2, sniffPreface } from './h2.js';
 
 /**
  * llhttp's binding, as node:http uses it: node:http has no public parser, and this one is
@@ -118,6 +119,8 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te'
 
 /** Buffered request body of a pipelined request waiting its turn, before the client is paused. */
 const MAX_PENDING_BODY = 1 << 20;
+const DEFAULT_MAX_HEADER_SIZE = 16 * 1024;
+const DEFAULT_IDLE_MS = 60_000;
 /** A tunnel (after an upgrade) with no bytes either way this long is closed. */
 const TUNNEL_IDLE_MS = 3_600_000;
 /** Largest response head from a destination. */
@@ -408,6 +411,8 @@ class ClientConnection {
   #ends: ReturnType<typeof endpoints> | undefined;
   /** Set once an upgrade went through: bytes pass both ways unparsed. */
   tunnel = false;
+  /** The first bytes, until they tell HTTP/2 from HTTP/1.x (then undefined). */
+  #sniff: Buffer | undefined = Buffer.alloc(0);
 
   constructor(
     readonly socket: Socket,
@@ -431,10 +436,15 @@ class ClientConnection {
     ) => this.#onHead(minor, headers, method, url, upgrade, keepAlive);
     p[HTTPParser.kOnBody] = (b: Buffer) => this.#onBody(b);
     p[HTTPParser.kOnMessageComplete] = () => this.#onComplete();
-    p.initialize(HTTPParser.REQUEST, {}, proxy.o.maxHeaderSize ?? 16 * 1024, HTTPParser.kLenientNone);
+    p.initialize(
+      HTTPParser.REQUEST,
+      {},
+      proxy.o.maxHeaderSize ?? DEFAULT_MAX_HEADER_SIZE,
+      HTTPParser.kLenientNone,
+    );
     this.parser = p;
     socket.setNoDelay(true);
-    socket.setTimeout(proxy.o.idleTimeoutMs ?? 60_000, () => socket.destroy());
+    socket.setTimeout(proxy.o.idleTimeoutMs ?? DEFAULT_IDLE_MS, () => socket.destroy());
     socket.on('data', (d: Buffer) => this.#onData(d));
     socket.on('drain', () => this.upstream?.socket.resume());
     socket.on('error', () => {});
@@ -450,7 +460,32 @@ class ClientConnection {
     return this.#ends;
   }
 
-  #onData(d: Buffer): void {
+  #onData(chunk: Buffer): void {
+    let d = chunk;
+    if (this.#sniff !== undefined) {
+      // The first bytes tell HTTP/2 (its preface) from HTTP/1.x.
+      const b = this.#sniff.length ? Buffer.concat([this.#sniff, d]) : d;
+      const kind = sniffPreface(b);
+      if (kind === undefined) {
+        this.#sniff = b;
+        return;
+      }
+      this.#sniff = undefined;
+      if (kind === 'h2') {
+        this.socket.removeAllListeners('data');
+        const o = this.proxy.o;
+        serveH2(this.socket, b, {
+          resolve: () => o.resolve(this.socket),
+          record: (r) => this.proxy.record(r),
+          ...(o.createSocket ? { createSocket: o.createSocket } : {}),
+          ends: this.ends,
+          maxHeaderSize: o.maxHeaderSize ?? DEFAULT_MAX_HEADER_SIZE,
+          idleTimeoutMs: o.idleTimeoutMs ?? DEFAULT_IDLE_MS,
+        });
+        return;
+      }
+      d = b;
+    }
     if (this.tunnel) {
       const u = this.upstream;
       if (u && !u.socket.write(d)) this.socket.pause();
