@@ -760,4 +760,28 @@ describe('L7 HTTP proxy over HTTP/2 (h2c, prior knowledge)', () => {
     }
     assert.ok(records.some((r) => r.verdict === 'error' && r.code === 503 && r.protocol === 'HTTP/2'));
   });
+
+  test('garbage after the preface ends that connection (GOAWAY) and nothing else; oversized headers are refused', async () => {
+    const raw = new RawClient(port);
+    await raw.send('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\xff\xff\x00\x00\x00\x01garbage!', /$^/);
+    for (let i = 0; i < 100 && !raw.closed; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(raw.closed, 'the proxy closed the connection');
+    const s = connectHttp2(`http://127.0.0.1:${port}`);
+    try {
+      const big = await request(s, {
+        ':method': 'GET',
+        ':path': '/api/v1/products',
+        'x-big': 'y'.repeat(40_000),
+      }).catch((e: Error) => ({ status: 0, body: e.message, trailers: {} }));
+      assert.equal(big.status, 431, 'a 40 kB header list never reaches the destination');
+      const s2 = connectHttp2(`http://127.0.0.1:${port}`);
+      try {
+        assert.equal((await request(s2, { ':method': 'GET', ':path': '/api/v1/products' })).status, 200);
+      } finally {
+        s2.close();
+      }
+    } finally {
+      s.destroy();
+    }
+  });
 });

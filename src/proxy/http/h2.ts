@@ -103,9 +103,14 @@ class H2Connection {
       headers: new Map(),
     };
     const list: { key: string; value: string }[] = [];
+    // The header list's size as HTTP/2 counts it (RFC 9113 §6.5.2): what SETTINGS asked for,
+    // which a client may ignore.
+    let size = 0;
     for (const [name, v] of Object.entries(headers)) {
-      if (name.startsWith(':') || v === undefined) continue;
+      if (v === undefined) continue;
       const values = Array.isArray(v) ? v : [String(v)];
+      for (const value of values) size += name.length + value.length + 32;
+      if (name.startsWith(':')) continue;
       view.headers.set(name, values);
       for (const value of values) list.push({ key: name, value });
     }
@@ -126,6 +131,10 @@ class H2Connection {
       stream.respond({ ':status': code, 'content-type': 'text/plain' });
       stream.end(body);
     };
+    if (size > this.ctx.maxHeaderSize) {
+      answer(431, '', 'denied', `header list of ${size} bytes exceeds ${this.ctx.maxHeaderSize}`);
+      return;
+    }
     if (method === 'CONNECT') {
       answer(403, DENIED_BODY, 'denied', 'CONNECT tunnels are not proxied');
       return;
