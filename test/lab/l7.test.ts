@@ -13,6 +13,7 @@ import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import type { AgentStatus } from '../../src/agent/agent.js';
 import { callAgent } from '../../src/agent/client.js';
+import { agentCommands } from '../../src/cli/commands/agent.js';
 import { observeCommands } from '../../src/cli/commands/observe.js';
 import type { KubeClient } from '../../src/k8s/client.js';
 import type { Lab, LabState } from '../../src/lab/lab.js';
@@ -171,12 +172,30 @@ describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivilege
         assert.equal(put.code, '403', `${f.metadata.name} -> ${c.metadata.name} PUT`);
         assert.equal(put.body, 'Access denied\r\n');
       }
-    // The proxy counts: each catalog node's agent reports its proxy up with catalog's rules.
+    // The proxy counts: each catalog node's agent reports its proxy up with catalog's rules,
+    // and `hypha status` says so as `cilium status` does its Proxy Status.
     for (const c of catalogs) {
       const st = (await agentStatus(c)).httpProxy;
       assert.equal(st?.ready, true);
       assert.equal(st?.routing.ok, true);
       assert.ok((st?.endpoints ?? 0) >= 1);
+      const out = new PassThrough();
+      const chunks: Buffer[] = [];
+      out.on('data', (b: Buffer) => chunks.push(b));
+      const status = agentCommands.find((x) => x.path.join(' ') === 'status')!;
+      await status.run({
+        values: { socket: nodeOf(c).agentSocket },
+        positionals: [],
+        stdout: out,
+        stderr: out,
+        signal: new AbortController().signal,
+      });
+      const text = Buffer.concat(chunks).toString();
+      assert.match(
+        text,
+        /^HTTP proxy: +Ok +2\/2 workers on :10080 \(egress\), :10081 \(ingress\), [1-9]\d* endpoint\(s\) with L7 rules/m,
+      );
+      assert.match(text, /^DNS proxy: +Ok +\d+\.\d+\.\d+\.\d+/m);
     }
   });
 

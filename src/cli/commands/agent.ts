@@ -4,7 +4,8 @@ import { parse as parseYaml } from 'yaml';
 import { Agent, type AgentConfig, type AgentStatus, type EndpointRecord } from '../../agent/agent.js';
 import { serveApi } from '../../agent/api.js';
 import { callAgent, defaultSocket, streamAgent } from '../../agent/client.js';
-import { DEFAULT_MAX_WORKERS, MAX_WORKERS } from '../../agent/l7.js';
+import type { DnsProxyStatus } from '../../agent/fqdn.js';
+import { DEFAULT_MAX_WORKERS, type HttpProxyStatus, MAX_WORKERS } from '../../agent/l7.js';
 import { dropReasonName, summarizePacket } from '../../datapath/index.js';
 import { errorMessage, UsageError } from '../../errors.js';
 import { HubbleMetrics, parseMetricsConfig, splitMetricsFlag } from '../../hubble/metrics.js';
@@ -35,6 +36,18 @@ function proxyWorkers(v: unknown): number {
       `--http-proxy-workers: "${String(v)}" is not a whole number from 1 to ${MAX_WORKERS}`,
     );
   return n;
+}
+
+/** `hypha status`'s proxy lines, as `cilium status` has its Proxy Status. */
+function httpProxyLine(p: HttpProxyStatus): string {
+  const up = p.workers.filter((w) => w.ready).length;
+  const state = !p.routing.ok ? `Failure (routing: ${p.routing.error})` : up ? 'Ok' : 'Down';
+  return `${state}   ${up}/${p.workers.length} workers on :${p.ports.egress} (egress), :${p.ports.ingress} (ingress), ${p.endpoints} endpoint(s) with L7 rules, ${p.restarts} restart(s)`;
+}
+
+function dnsProxyLine(p: DnsProxyStatus): string {
+  if (!p.address) return 'Disabled   DNS under dns rules is dropped';
+  return `${p.ready ? 'Ok' : 'Down'}   ${p.address}, ${p.learnedIps} learned IP(s), min TTL ${p.minTtl} s, ${p.restarts} restart(s)`;
 }
 
 function socketOf(values: Record<string, unknown>): string {
@@ -368,6 +381,8 @@ export const agentCommands: Command[] = [
         ['Policies', String(s.policies)],
         ['Identities', String(s.identities)],
         ['Manifests', s.manifests.errors.length ? `${s.manifests.errors.length} error(s)` : 'Ok'],
+        ...(s.httpProxy ? [['HTTP proxy', httpProxyLine(s.httpProxy)]] : []),
+        ...(s.dnsProxy ? [['DNS proxy', dnsProxyLine(s.dnsProxy)]] : []),
       ];
       stdout.write(lines.map(([k, v]) => `${`${k}:`.padEnd(14)}${v}`).join('\n') + '\n');
       if (values.verbose) for (const e of s.manifests.errors) stdout.write(`  ${e}\n`);
