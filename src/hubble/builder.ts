@@ -94,7 +94,7 @@ export interface FlowBuilderOptions {
    * (bpf_ktime_get_ns), like process.hrtime. Measured at construction when absent.
    */
   bootTimeNs?: bigint;
-  /** Flow UUIDs; flowUuids() when absent. */
+  /** Flow UUIDs; crypto.randomUUID when absent. */
   uuid?: () => string;
   emitter?: Emitter;
 }
@@ -147,24 +147,6 @@ export function policyOf(p: PolicyRef): Policy {
   };
 }
 
-/**
- * Flow UUIDs (version 4 format): 74 random bits drawn once, then a counter in the last 48
- * bits. Unique per builder and, by the random part, across agents; a fraction of the cost
- * of crypto.randomUUID per flow (which showed as a tenth of the agent's L7 work).
- */
-export function flowUuids(): () => string {
-  const r = crypto.getRandomValues(new Uint8Array(10));
-  r[6] = (r[6]! & 0x0f) | 0x40; // version 4
-  r[8] = (r[8]! & 0x3f) | 0x80; // variant 10
-  const hex = Buffer.from(r).toString('hex');
-  const prefix = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-`;
-  let n = 0;
-  return () => {
-    n = (n + 1) % 2 ** 48;
-    return prefix + n.toString(16).padStart(12, '0');
-  };
-}
-
 /** An L7 event's time (ms since the epoch, a double) in ns; a double holds it to about 0.25 µs: whole microseconds. */
 export function l7TimeNs(ms: number): bigint {
   const whole = Math.floor(ms);
@@ -189,7 +171,7 @@ export class FlowBuilder {
     this.#nodeLabels = o.nodeLabels ?? [];
     this.#e = o.enrichment ?? {};
     this.#bootTimeNs = o.bootTimeNs ?? BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
-    this.#uuid = o.uuid ?? flowUuids();
+    this.#uuid = o.uuid ?? (() => crypto.randomUUID());
     this.#emitter = o.emitter;
   }
 
