@@ -305,6 +305,30 @@ describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivilege
     );
   });
 
+  test('an upgrade (WebSocket-style) through the policy: an allowed path becomes a tunnel, a denied one gets 403', async () => {
+    const f = (await pods('app=frontend'))[0]!;
+    /** Asks for an upgrade on `path`, then sends bytes that would be a denied request if parsed. */
+    const upgrade = async (path: string) => {
+      const script = [
+        "const s = require('net').connect(8080, 'catalog'); let b = ''; let sent = false;",
+        `s.on('connect', () => s.write('GET ${path} HTTP/1.1\\r\\nHost: catalog\\r\\nConnection: Upgrade\\r\\nUpgrade: echo\\r\\n\\r\\n'));`,
+        "s.on('data', (d) => { b += d; const h = b.indexOf('\\r\\n\\r\\n');",
+        "  if (h >= 0 && b.startsWith('HTTP/1.1 101') && !sent) { sent = true; s.write('POST /admin ping'); }",
+        "  if (b.endsWith('POST /admin ping') || (h >= 0 && !b.startsWith('HTTP/1.1 101'))) { console.log(JSON.stringify(b)); process.exit(0); } });",
+        "s.on('close', () => { console.log(JSON.stringify(b)); process.exit(0); });",
+        "s.on('error', (e) => { console.log(JSON.stringify('error ' + e.message)); process.exit(0); });",
+        "setTimeout(() => { console.log(JSON.stringify('timeout ' + b)); process.exit(0); }, 3000);",
+      ].join('\n');
+      const r = await exec(f, [process.execPath, '-e', script]);
+      return JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '""') as string;
+    };
+    const ok = await upgrade('/api/v1/products/ws');
+    assert.match(ok, /^HTTP\/1\.1 101 Switching Protocols\r\n/, ok);
+    assert.ok(ok.endsWith('\r\n\r\nPOST /admin ping'), `the tunnel echoes, unjudged: ${JSON.stringify(ok)}`);
+    const denied = await upgrade('/admin');
+    assert.match(denied, /^HTTP\/1\.1 403 Forbidden\r\n/, denied);
+  });
+
   test("egress rules too: the client node's proxy, then the server node's (both policies hold)", async () => {
     const egress = {
       apiVersion: 'cilium.io/v2',

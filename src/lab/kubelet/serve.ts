@@ -3,7 +3,8 @@
  * answers any method and path with 200 and a JSON document naming the pod, the container,
  * the request's method and path, its Host header (or HTTP/2 authority) and protocol.
  * Connections are kept alive; HTTP/1.x and HTTP/2 with prior knowledge (h2c) share each
- * port, told apart by the connection's first bytes. Each request is logged to stdout, so
+ * port, told apart by the connection's first bytes; an HTTP/1.1 upgrade request (any
+ * protocol, e.g. websocket) is answered 101 and the connection echoes its bytes. Each request is logged to stdout, so
  * `logs` shows the traffic.
  *
  * Run as `node serve.js '{"pod":"web","namespace":"prod","container":"c","ports":[8080]}'`.
@@ -56,6 +57,19 @@ const servers: Server[] = config.ports.map((port) => {
   };
   const one = http1(handle);
   one.keepAliveTimeout = 65_000;
+  // An upgrade request (any protocol) switches the connection to an echo of its bytes.
+  one.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    socket.on('error', () => {});
+    socket.write(
+      `HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${req.headers.upgrade ?? ''}\r\nConnection: Upgrade\r\n\r\n`,
+    );
+    if (head.length) socket.write(head);
+    socket.on('data', (d: Buffer) => socket.write(d));
+    socket.on('end', () => socket.end());
+    process.stdout.write(
+      `${new Date().toISOString()} ${req.socket.remoteAddress ?? ''} UPGRADE ${req.url} :${port}\n`,
+    );
+  });
   const two = http2(handle);
   const open = new Set<Socket>();
   const server = tcp((socket) => {
