@@ -311,7 +311,7 @@ describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivilege
     const upgrade = async (path: string) => {
       const script = [
         "const s = require('net').connect(8080, 'catalog'); let b = ''; let sent = false;",
-        `s.on('connect', () => s.write('GET ${path} HTTP/1.1\\r\\nHost: catalog\\r\\nConnection: Upgrade\\r\\nUpgrade: echo\\r\\n\\r\\n'));`,
+        `s.on('connect', () => s.write('GET ${path} HTTP/1.1\\r\\nHost: catalog\\r\\nConnection: Upgrade\\r\\nUpgrade: websocket\\r\\n\\r\\n'));`,
         "s.on('data', (d) => { b += d; const h = b.indexOf('\\r\\n\\r\\n');",
         "  if (h >= 0 && b.startsWith('HTTP/1.1 101') && !sent) { sent = true; s.write('POST /admin ping'); }",
         "  if (b.endsWith('POST /admin ping') || (h >= 0 && !b.startsWith('HTTP/1.1 101'))) { console.log(JSON.stringify(b)); process.exit(0); } });",

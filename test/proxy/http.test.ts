@@ -253,6 +253,16 @@ describe('L7 HTTP proxy', () => {
     assert.equal(lastHeaders['x-keep'], '2');
     await new Promise((r) => setTimeout(r, 20));
     assert.ok(c.closed, 'no second request on a connection that asked to switch protocols');
+    // Only WebSocket is passed on: an h2c upgrade is served as HTTP/1.1, its Upgrade dropped.
+    const h2c = new RawClient(port);
+    const plain = await h2c.send(
+      'GET /api/v1/products HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n',
+      /\}$/,
+    );
+    assert.match(plain, /^HTTP\/1\.1 200/);
+    assert.equal(lastHeaders.upgrade, undefined);
+    assert.equal(lastHeaders['http2-settings'], undefined);
+    h2c.sock.destroy();
     seen.length = 0;
     const t = new RawClient(port);
     const out = await t.send('CONNECT catalog:8080 HTTP/1.1\r\nHost: catalog:8080\r\n\r\n', /denied\r\n$/);
@@ -264,7 +274,7 @@ describe('L7 HTTP proxy', () => {
   });
 
   test('an allowed upgrade the destination accepts (101) becomes a tunnel; a denied one never reaches it', async () => {
-    // A destination that switches to an "echo in capitals" protocol.
+    // A destination that switches to WebSocket, here an echo in capitals (no framing: bytes are bytes).
     const heads: string[] = [];
     const echo = netServer((s) => {
       let head = '';
@@ -279,7 +289,7 @@ describe('L7 HTTP proxy', () => {
         if (end < 0) return;
         heads.push(head.slice(0, end));
         switched = true;
-        s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: caps\r\nConnection: Upgrade\r\n\r\n');
+        s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
         const rest = head.slice(end + 4);
         if (rest) s.write(rest.toUpperCase());
       });
@@ -297,12 +307,12 @@ describe('L7 HTTP proxy', () => {
       const c = new RawClient(pport);
       // The first tunnel bytes ride in the same segment as the request head.
       const first = await c.send(
-        'GET /api/v1/products/stream HTTP/1.1\r\nHost: catalog\r\nConnection: Upgrade\r\nUpgrade: caps\r\n\r\nhello',
+        'GET /api/v1/products/stream HTTP/1.1\r\nHost: catalog\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nhello',
         /HELLO$/,
       );
       assert.match(first, /^HTTP\/1\.1 101 Switching Protocols\r\n[\s\S]*\r\n\r\nHELLO$/);
       assert.match(heads[0]!, /^GET \/api\/v1\/products\/stream HTTP\/1\.1\r\n/);
-      assert.match(heads[0]!, /\r\nUpgrade: caps\r\n/i);
+      assert.match(heads[0]!, /\r\nUpgrade: websocket\r\n/i);
       assert.match(heads[0]!, /\r\nconnection: upgrade$/im);
       // Past the 101 the bytes are the new protocol's: not parsed, not judged (as with Envoy).
       const more = await c.send('POST /admin HTTP/1.1\r\n\r\n', /POST \/ADMIN HTTP\/1\.1\r\n\r\n$/);
@@ -323,7 +333,7 @@ describe('L7 HTTP proxy', () => {
       heads.length = 0;
       const d = new RawClient(pport);
       const denied = await d.send(
-        'GET /admin HTTP/1.1\r\nHost: catalog\r\nConnection: Upgrade\r\nUpgrade: caps\r\n\r\nhello',
+        'GET /admin HTTP/1.1\r\nHost: catalog\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nhello',
         /Access denied\r\n$/,
       );
       assert.match(denied, /^HTTP\/1\.1 403 Forbidden/);

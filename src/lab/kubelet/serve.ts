@@ -3,8 +3,8 @@
  * answers any method and path with 200 and a JSON document naming the pod, the container,
  * the request's method and path, its Host header (or HTTP/2 authority) and protocol.
  * Connections are kept alive; HTTP/1.x and HTTP/2 with prior knowledge (h2c) share each
- * port, told apart by the connection's first bytes; an HTTP/1.1 upgrade request (any
- * protocol, e.g. websocket) is answered 101 and the connection echoes its bytes. Each request is logged to stdout, so
+ * port, told apart by the connection's first bytes; a WebSocket upgrade request is answered
+ * 101 and the connection echoes its bytes. Each request is logged to stdout, so
  * `logs` shows the traffic.
  *
  * Run as `node serve.js '{"pod":"web","namespace":"prod","container":"c","ports":[8080]}'`.
@@ -34,19 +34,24 @@ function parseConfig(text: string | undefined): Config {
 }
 
 const config = parseConfig(process.argv[2]);
+/** What the server answers: who it is and what it was asked. */
+function document(req: IncomingMessage | Http2ServerRequest) {
+  const h2 = req.httpVersionMajor === 2;
+  return {
+    pod: config.pod,
+    namespace: config.namespace,
+    container: config.container,
+    method: req.method,
+    path: req.url,
+    host: (h2 ? (req as Http2ServerRequest).authority : req.headers.host) ?? '',
+    protocol: `HTTP/${req.httpVersion}`,
+  };
+}
+
 const servers: Server[] = config.ports.map((port) => {
   const handle = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => {
     req.resume();
-    const h2 = req.httpVersionMajor === 2;
-    const body = JSON.stringify({
-      pod: config.pod,
-      namespace: config.namespace,
-      container: config.container,
-      method: req.method,
-      path: req.url,
-      host: (h2 ? (req as Http2ServerRequest).authority : req.headers.host) ?? '',
-      protocol: `HTTP/${req.httpVersion}`,
-    });
+    const body = JSON.stringify(document(req));
     (res as ServerResponse).writeHead(200, {
       'content-type': 'application/json',
       'content-length': Buffer.byteLength(body) + 1,
@@ -57,12 +62,19 @@ const servers: Server[] = config.ports.map((port) => {
   };
   const one = http1(handle);
   one.keepAliveTimeout = 65_000;
-  // An upgrade request (any protocol) switches the connection to an echo of its bytes.
+  // A WebSocket upgrade switches the connection to an echo of its bytes (no framing: the
+  // lab has no WebSocket application); any other upgrade (h2c...) is declined, answered as
+  // HTTP/1.1 on a connection that then closes.
   one.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     socket.on('error', () => {});
-    socket.write(
-      `HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${req.headers.upgrade ?? ''}\r\nConnection: Upgrade\r\n\r\n`,
-    );
+    if (!/(^|,)\s*websocket\s*(,|$)/i.test(req.headers.upgrade ?? '')) {
+      const body = `${JSON.stringify(document(req))}\n`;
+      socket.end(
+        `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      );
+      return;
+    }
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
     if (head.length) socket.write(head);
     socket.on('data', (d: Buffer) => socket.write(d));
     socket.on('end', () => socket.end());

@@ -13,11 +13,12 @@
  * headers and its body streamed; the response streams back byte for byte while a second
  * parser finds where it ends. Pipelined requests are answered in order.
  *
- * Upgrades (WebSocket), as Cilium's Envoy does them: the rules judge the upgrade request
- * like any other; an allowed one goes upstream with its Upgrade header, and only if the
+ * WebSocket upgrades, as Cilium's Envoy does them: the rules judge the upgrade request like
+ * any other; an allowed one goes upstream with its Upgrade header, and only if the
  * destination answers `101 Switching Protocols` does the connection become a byte tunnel
  * (no more HTTP, so no more rules: the request that opened it was the one judged). Any
- * other answer ends the connection after it. CONNECT is refused: its tunnel would go to a
+ * other answer ends the connection after it. Other upgrades (h2c, ...) are not passed on:
+ * the request is served as HTTP/1.1. CONNECT is refused: its tunnel would go to a
  * destination no rule was asked about.
  *
  * Why not node:http: its server and client (ClientRequest, Agent, re-serialized
@@ -166,7 +167,7 @@ interface Exchange {
   status?: number;
   /** For records, built once. */
   headerList?: { key: string; value: string }[];
-  /** The request asks for another protocol (Upgrade); `tunnel`: what the client sent after its head. */
+  /** The request asks for WebSocket (Upgrade); `tunnel`: what the client sent after its head. */
   upgrade: boolean;
   tunnel?: Buffer[];
 }
@@ -222,6 +223,16 @@ function upstreamHead(x: Exchange): string {
   if (x.upgrade) head += 'connection: upgrade\r\n';
   else if (x.close) head += 'connection: close\r\n';
   return `${head}\r\n`;
+}
+
+/**
+ * An upgrade to WebSocket, the one protocol switch proxied (as Cilium configures Envoy);
+ * other Upgrade headers (h2c, ...) are dropped and the request served as HTTP/1.1.
+ */
+function isWebSocket(raw: string[]): boolean {
+  for (let i = 0; i < raw.length; i += 2)
+    if (raw[i]!.toLowerCase() === 'upgrade' && /(^|,)\s*websocket\s*(,|$)/i.test(raw[i + 1]!)) return true;
+  return false;
 }
 
 /** Whether a response's connection stays open, from its version and Connection header. */
@@ -573,7 +584,7 @@ class ClientConnection {
       pendingBytes: 0,
       requestDone: false,
       responseDone: false,
-      upgrade,
+      upgrade: upgrade && isWebSocket(raw),
     };
     for (let i = 0; i < raw.length; i += 2)
       if (raw[i]!.length === 17 && raw[i]!.toLowerCase() === 'transfer-encoding') x.chunked = true;
@@ -582,7 +593,7 @@ class ClientConnection {
     // protocol): the exchange ends the connection (x.close) unless the destination
     // switches protocols; a forwarded one keeps what the client sends next for the tunnel.
     this.proxy.decide(this, x, upgrade);
-    if (upgrade && x.action === 'forward') x.tunnel = [];
+    if (x.upgrade && x.action === 'forward') x.tunnel = [];
     if (this.exchanges[0] === x) this.#start(x);
     return 0;
   }
