@@ -200,7 +200,11 @@ class H2Connection {
           : e.value;
     }
     let req: ClientHttp2Stream;
+    let over = false;
+    // Once per stream: an upstream reset can show as both an error and a close.
     const failed = (err: Error) => {
+      if (over) return;
+      over = true;
       this.ctx.record({
         ...base,
         type: 'response',
