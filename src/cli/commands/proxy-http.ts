@@ -1,7 +1,9 @@
 /**
- * `hypha proxy http`: the L7 HTTP proxy. The agent runs it as a supervised child and
- * feeds it its endpoints' HTTP rules over IPC (src/proxy/http/main.ts); run by hand it
- * serves with no rules, refusing everything.
+ * `hypha proxy http`: the L7 HTTP proxy. The agent runs it as supervised children (its
+ * workers) and feeds them its endpoints' HTTP rules over IPC (src/proxy/http/main.ts); run
+ * by hand it serves with no rules, refusing everything. Its listeners are SO_REUSEPORT: run
+ * by hand on the ports of a running agent's workers, it would take a share of their
+ * connections (and refuse them), so use other ports.
  */
 import { UsageError } from '../../errors.js';
 import { runHttpProxyProcess } from '../../proxy/http/main.js';
