@@ -158,6 +158,7 @@ export class HttpProxyManager {
       o.pinDir,
       '--pod-cidr',
       o.podCidr,
+      '--reuse-port',
     ];
     for (let i = 0; i < n; i++) {
       const name = n === 1 ? 'http-proxy' : `http-proxy[${i}]`;

@@ -1,9 +1,9 @@
 /**
  * `hypha proxy http`: the L7 HTTP proxy. The agent runs it as supervised children (its
  * workers) and feeds them its endpoints' HTTP rules over IPC (src/proxy/http/main.ts); run
- * by hand it serves with no rules, refusing everything. Its listeners are SO_REUSEPORT: run
- * by hand on the ports of a running agent's workers, it would take a share of their
- * connections (and refuse them), so use other ports.
+ * by hand it serves with no rules, refusing everything. With `--reuse-port` (the agent's workers)
+ * its listeners join a SO_REUSEPORT group on their ports; without it, ports in use are an
+ * error, so a by-hand run never takes a share of the workers' connections.
  */
 import { UsageError } from '../../errors.js';
 import { runHttpProxyProcess } from '../../proxy/http/main.js';
@@ -42,6 +42,10 @@ export const proxyHttpCommands: Command[] = [
         value: 'cidr',
         description: "this node's pod CIDR (egress to pods elsewhere keeps the pod's address)",
       },
+      'reuse-port': {
+        type: 'boolean',
+        description: "share the ports with other workers (SO_REUSEPORT; the agent's workers do)",
+      },
     },
     async run({ values, stderr, signal }) {
       const egressPort = port('egress-port', values['egress-port']);
@@ -59,6 +63,7 @@ export const proxyHttpCommands: Command[] = [
           pinDir,
           ...(values.address ? { address: values.address as string } : {}),
           ...(podCidr ? { podCidr } : {}),
+          reusePort: values['reuse-port'] === true,
           log: (line) => stderr.write(`${line}\n`),
         },
         signal,

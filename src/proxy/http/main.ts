@@ -65,6 +65,8 @@ export interface HttpProxyProcessOptions {
   address?: string;
   /** This node's pod CIDR: egress to pods outside it keeps the pod's address (see #resolve). */
   podCidr?: string;
+  /** Join a SO_REUSEPORT group on the ports (the agent's workers); otherwise ports in use fail. */
+  reusePort?: boolean;
   /** Where events go without an IPC channel (a terminal run). */
   log?(line: string): void;
 }
@@ -123,8 +125,8 @@ export class HttpProxyProcess {
         createSocket: (t) => (t.mark ? markedSocket(t.mark, t.source) : new Socket()),
       });
       this.#proxies.push(proxy);
-      // A SO_REUSEPORT group: the agent may run several of these processes (workers).
-      await proxy.listenFd(transparentListener(address, port, true));
+      // A SO_REUSEPORT group when the agent runs several of these processes (workers).
+      await proxy.listenFd(transparentListener(address, port, this.#o.reusePort ?? false));
     }
   }
 
