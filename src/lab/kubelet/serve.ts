@@ -48,7 +48,7 @@ function document(req: IncomingMessage | Http2ServerRequest) {
   };
 }
 
-const servers: Server[] = config.ports.map((port) => {
+const servers: { server: Server; open: Set<Socket> }[] = config.ports.map((port) => {
   const handle = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => {
     req.resume();
     const body = JSON.stringify(document(req));
@@ -112,14 +112,18 @@ const servers: Server[] = config.ports.map((port) => {
     process.stderr.write(`serve: port ${port}: ${err.message}\n`);
     process.exit(1);
   });
-  server.on('close', () => {
-    for (const s of open) s.destroy();
-  });
   server.listen(port, () => process.stdout.write(`listening on :${port}\n`));
-  return server;
+  return { server, open };
 });
 
+// Stop: no new connections, and the open ones (kept alive, or tunnels) closed now, as a
+// container's process that exits takes its connections with it.
 process.on('SIGTERM', () => {
-  for (const s of servers) s.close();
+  for (const { server, open } of servers) {
+    server.close();
+    for (const socket of open) socket.destroy();
+  }
   process.exitCode = 0;
+  // node:http's idle-connection checks would hold the process a while longer.
+  setTimeout(() => process.exit(0), 100).unref();
 });
