@@ -124,6 +124,4 @@ process.on('SIGTERM', () => {
     for (const socket of open) socket.destroy();
   }
   process.exitCode = 0;
-  // node:http's idle-connection checks would hold the process a while longer.
-  setTimeout(() => process.exit(0), 100).unref();
 });
