@@ -19,7 +19,6 @@ import {
   credentials,
   makeGenericClientConstructor,
   type requestCallback,
-  type ServiceError,
   status,
 } from '@grpc/grpc-js';
 import {
@@ -34,6 +33,7 @@ import {
 import { type ObserverServer, startObserverServer } from '../../src/hubble/grpc/server.js';
 import { type Flow, FlowRing, formatTimestamp } from '../../src/hubble/index.js';
 import { startRelay } from '../../src/hubble/relay.js';
+import { all, deadline, flowsOf, rejectsWith, unary } from '../helpers/grpc.js';
 import { repoRoot } from '../helpers/kernel.js';
 
 const NS = 1_000_000n;
@@ -62,30 +62,6 @@ const msOf = (r: GetFlowsResponsePB) => {
   const t = r.flow?.time as { seconds?: string; nanos?: number } | undefined;
   return Number(t?.seconds) * 1000 + Math.round((t?.nanos ?? 0) / 1e6) - T0_MS;
 };
-const flowsOf = (rs: GetFlowsResponsePB[]) => rs.filter((r) => r.flow);
-
-function all(stream: ClientReadableStream<GetFlowsResponsePB>): Promise<GetFlowsResponsePB[]> {
-  return new Promise((resolve, reject) => {
-    const out: GetFlowsResponsePB[] = [];
-    stream.on('data', (r: GetFlowsResponsePB) => out.push(r));
-    stream.on('error', reject);
-    stream.on('end', () => resolve(out));
-  });
-}
-
-function unary<T>(start: (cb: requestCallback<T>) => void): Promise<T> {
-  return new Promise((resolve, reject) => start((err, res) => (err ? reject(err) : resolve(res!))));
-}
-
-const deadline = (): CallOptions => ({ deadline: Date.now() + 5000 });
-
-async function rejectsWith(p: Promise<unknown>, code: status, re: RegExp): Promise<void> {
-  await assert.rejects(p, (err: ServiceError) => {
-    assert.equal(err.code, code, err.details);
-    assert.match(err.details, re);
-    return true;
-  });
-}
 
 /** A client sending raw bytes: requests no generated client could encode. */
 interface RawClient extends Client {

@@ -17,7 +17,6 @@ import {
   credentials,
   makeClientConstructor,
   type requestCallback,
-  type ServiceError,
   status,
 } from '@grpc/grpc-js';
 import {
@@ -34,6 +33,7 @@ import {
 import { type ObserverServer, startObserverServer } from '../../src/hubble/grpc/server.js';
 import { type Flow, FlowRing, formatTimestamp } from '../../src/hubble/index.js';
 import { startRelay } from '../../src/hubble/relay.js';
+import { all, deadline, flowsOf, rejectsWith, unary } from '../helpers/grpc.js';
 
 const T0_SEC = Date.UTC(2024, 0, 1) / 1000;
 const NS = 1_000_000_000n;
@@ -90,16 +90,6 @@ function drop(sec: number, node = 'node-a'): Flow {
 
 const secOf = (r: GetFlowsResponsePB) =>
   Number((r.flow?.time as { seconds?: string } | undefined)?.seconds) - T0_SEC;
-const flowsOf = (rs: GetFlowsResponsePB[]) => rs.filter((r) => r.flow);
-
-function all(stream: ClientReadableStream<GetFlowsResponsePB>): Promise<GetFlowsResponsePB[]> {
-  return new Promise((resolve, reject) => {
-    const out: GetFlowsResponsePB[] = [];
-    stream.on('data', (r: GetFlowsResponsePB) => out.push(r));
-    stream.on('error', reject);
-    stream.on('end', () => resolve(out));
-  });
-}
 
 /** Reads until `done` holds for what was read, then cancels the call. */
 async function until(
@@ -120,12 +110,6 @@ function getFlows(client: ObserverClient, req: GetFlowsRequestPB): Promise<GetFl
   return all(client.GetFlows(req));
 }
 
-function unary<T>(start: (cb: requestCallback<T>) => void): Promise<T> {
-  return new Promise((resolve, reject) => start((err, res) => (err ? reject(err) : resolve(res!))));
-}
-
-const deadline = (): CallOptions => ({ deadline: Date.now() + 5000 });
-
 interface HealthClient extends Client {
   Check(
     req: { service: string },
@@ -138,14 +122,6 @@ function healthClient(address: string): HealthClient {
   const Ctor = makeClientConstructor(serviceDefinition('grpc.health.v1.Health'), 'grpc.health.v1.Health');
   // Methods are added at run time from the service definition.
   return new Ctor(address, credentials.createInsecure()) as unknown as HealthClient;
-}
-
-async function rejectsWith(p: Promise<unknown>, code: status, re: RegExp): Promise<void> {
-  await assert.rejects(p, (err: ServiceError) => {
-    assert.equal(err.code, code, err.details);
-    assert.match(err.details, re);
-    return true;
-  });
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'hypha-grpc-'));
