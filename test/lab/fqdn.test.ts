@@ -10,13 +10,13 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import type { FqdnCacheEntry } from '../../src/agent/fqdn.js';
 import { fqdnCommands } from '../../src/cli/commands/fqdn.js';
 import { observeCommands } from '../../src/cli/commands/observe.js';
 import type { KubeClient } from '../../src/k8s/client.js';
 import type { Lab, LabState } from '../../src/lab/lab.js';
+import { runCommand } from '../helpers/cli.js';
 import { repoRoot, skipUnlessPrivileged } from '../helpers/kernel.js';
 import { type LabFixture, type Pod, startLab, TUTORIAL } from '../helpers/lab.js';
 
@@ -86,47 +86,18 @@ describe('tutorial 5.4: egress by DNS name', { skip: skipUnlessPrivileged() }, (
       (await exec(from, [NODE, '-e', QUERIES, '--', name, String(count), String(intervalMs)])).stdout,
     ) as (number | null)[];
   const cache = async (): Promise<FqdnCacheEntry[]> => {
-    const out = new PassThrough();
-    const chunks: Buffer[] = [];
-    out.on('data', (c: Buffer) => chunks.push(c));
-    const cmd = fqdnCommands.find((c) => c.path.join(' ') === 'fqdn cache list')!;
-    const code = await cmd.run({
+    const r = await runCommand(fqdnCommands, 'fqdn cache list', {
       values: { socket: exporterSocket, output: 'json' },
-      positionals: [],
-      stdout: out,
-      stderr: out,
-      signal: new AbortController().signal,
     });
-    assert.equal(code, 0);
-    return JSON.parse(Buffer.concat(chunks).toString()) as FqdnCacheEntry[];
+    assert.equal(r.code, 0);
+    return JSON.parse(r.out) as FqdnCacheEntry[];
   };
-  const cacheTable = async () => {
-    const out = new PassThrough();
-    const chunks: Buffer[] = [];
-    out.on('data', (c: Buffer) => chunks.push(c));
-    await fqdnCommands[0]!.run({
-      values: { socket: exporterSocket },
-      positionals: [],
-      stdout: out,
-      stderr: out,
-      signal: new AbortController().signal,
-    });
-    return Buffer.concat(chunks).toString();
-  };
+  const cacheTable = async () =>
+    (await runCommand(fqdnCommands, 'fqdn cache list', { values: { socket: exporterSocket } })).out;
   const observe = (...args: string[]) => observeAt(exporterSocket, ...args);
-  const observeAt = async (socket: string, ...args: string[]) => {
-    const out = new PassThrough();
-    const chunks: Buffer[] = [];
-    out.on('data', (c: Buffer) => chunks.push(c));
-    await observeCommands[0]!.run({
-      values: {},
-      positionals: ['--server', `unix://${socket}`, ...args],
-      stdout: out,
-      stderr: out,
-      signal: new AbortController().signal,
-    });
-    return Buffer.concat(chunks).toString();
-  };
+  const observeAt = async (socket: string, ...args: string[]) =>
+    (await runCommand(observeCommands, 'observe', { positionals: ['--server', `unix://${socket}`, ...args] }))
+      .out;
   /** The data-exporter's recent DNS flows, for failure messages. */
   const dnsFlows = () => observe('--namespace', 'data-pipeline', '--protocol', 'dns', '--last', '40');
   /** The DNS proxy child of the data-exporter's node agent, found by its command line. */

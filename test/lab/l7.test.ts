@@ -9,7 +9,6 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import type { AgentStatus } from '../../src/agent/agent.js';
 import { callAgent } from '../../src/agent/client.js';
@@ -17,6 +16,7 @@ import { agentCommands } from '../../src/cli/commands/agent.js';
 import { observeCommands } from '../../src/cli/commands/observe.js';
 import type { KubeClient } from '../../src/k8s/client.js';
 import type { Lab, LabState } from '../../src/lab/lab.js';
+import { runCommand } from '../helpers/cli.js';
 import { skipUnlessPrivileged } from '../helpers/kernel.js';
 import { type LabFixture, type Pod, startLab, TUTORIAL } from '../helpers/lab.js';
 
@@ -65,18 +65,10 @@ describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivilege
   const agentStatus = (pod: Pod) => callAgent<AgentStatus>(nodeOf(pod).agentSocket, 'GET', '/v1/status');
   /** `hubble observe` against one node's agent, JSON lines. */
   const observe = async (socket: string, ...args: string[]) => {
-    const out = new PassThrough();
-    const chunks: Buffer[] = [];
-    out.on('data', (c: Buffer) => chunks.push(c));
-    await observeCommands[0]!.run({
-      values: {},
+    const { out } = await runCommand(observeCommands, 'observe', {
       positionals: ['--server', `unix://${socket}`, '--last', '2000', '-o', 'json', ...args],
-      stdout: out,
-      stderr: out,
-      signal: new AbortController().signal,
     });
-    return Buffer.concat(chunks)
-      .toString()
+    return out
       .split('\n')
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as JsonFlow);
@@ -109,48 +101,17 @@ describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivilege
   });
 
   test('kubectl exec deploy/frontend: GET /api/v1/products 200, POST 403 Access denied, GET /admin 403', async () => {
-    const get = await kubectl(
-      'exec',
-      '-n',
-      'production',
-      'deploy/frontend',
-      '--',
-      'curl',
-      '-s',
-      'http://catalog:8080/api/v1/products',
-    );
+    // The tutorial's command: kubectl exec -n production deploy/frontend -- curl -s ...
+    const fromFrontend = (...curl: string[]) =>
+      kubectl('exec', '-n', 'production', 'deploy/frontend', '--', 'curl', '-s', ...curl);
+    const get = await fromFrontend('http://catalog:8080/api/v1/products');
     assert.equal(get.code, 0, get.out);
     assert.match(get.out, /"pod":"catalog-/);
     assert.match(get.out, /"method":"GET","path":"\/api\/v1\/products"/);
-    const post = await kubectl(
-      'exec',
-      '-n',
-      'production',
-      'deploy/frontend',
-      '--',
-      'curl',
-      '-s',
-      '-i',
-      '-X',
-      'POST',
-      'http://catalog:8080/api/v1/products',
-    );
+    const post = await fromFrontend('-i', '-X', 'POST', 'http://catalog:8080/api/v1/products');
     assert.match(post.out, /^HTTP\/1\.1 403 Forbidden/);
     assert.match(post.out, /\r\n\r\nAccess denied\r\n$/);
-    const admin = await kubectl(
-      'exec',
-      '-n',
-      'production',
-      'deploy/frontend',
-      '--',
-      'curl',
-      '-s',
-      '-o',
-      '/dev/null',
-      '-w',
-      '%{http_code}',
-      'http://catalog:8080/admin',
-    );
+    const admin = await fromFrontend('-o', '/dev/null', '-w', '%{http_code}', 'http://catalog:8080/admin');
     assert.equal(admin.out, '403');
   });
 
@@ -179,18 +140,8 @@ describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivilege
       assert.equal(st?.ready, true);
       assert.equal(st?.routing.ok, true);
       assert.ok((st?.endpoints ?? 0) >= 1);
-      const out = new PassThrough();
-      const chunks: Buffer[] = [];
-      out.on('data', (b: Buffer) => chunks.push(b));
-      const status = agentCommands.find((x) => x.path.join(' ') === 'status')!;
-      await status.run({
-        values: { socket: nodeOf(c).agentSocket },
-        positionals: [],
-        stdout: out,
-        stderr: out,
-        signal: new AbortController().signal,
-      });
-      const text = Buffer.concat(chunks).toString();
+      const text = (await runCommand(agentCommands, 'status', { values: { socket: nodeOf(c).agentSocket } }))
+        .out;
       assert.match(
         text,
         /^HTTP proxy: +Ok +2\/2 workers on :10080 \(egress\), :10081 \(ingress\), [1-9]\d* endpoint\(s\) with L7 rules/m,

@@ -8,13 +8,13 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { connectivityCommands } from '../../src/cli/commands/connectivity.js';
 import { observeCommands } from '../../src/cli/commands/observe.js';
 import type { KubeClient } from '../../src/k8s/client.js';
 import { type Lab, type LabState, labCgroup } from '../../src/lab/lab.js';
 import { NetNs } from '../../src/lab/net/index.js';
+import { runCommand } from '../helpers/cli.js';
 import { skipUnlessPrivileged } from '../helpers/kernel.js';
 import { type LabFixture, type Pod, startLab, TUTORIAL } from '../helpers/lab.js';
 
@@ -193,29 +193,11 @@ describe('hypha lab: three nodes, the tutorial workloads', { skip: skipUnlessPri
     for (let i = 0; i < 20 && status !== '000'; i++) status = (await curl(gw, far.status!.podIP!)).stdout;
     assert.equal(status, '000', 'denied: no HTTP answer');
     // The drop is a flow, as `hubble observe` shows it: on the node that dropped it.
-    const observe = observeCommands[0]!;
     let seen = '';
     for (const n of state.nodes) {
-      const out = new PassThrough();
-      const chunks: Buffer[] = [];
-      out.on('data', (c: Buffer) => chunks.push(c));
-      await observe.run({
-        values: {},
-        positionals: [
-          '--server',
-          `unix://${n.agentSocket}`,
-          '--namespace',
-          'production',
-          '--verdict',
-          'DROPPED',
-          '--last',
-          '50',
-        ],
-        stdout: out,
-        stderr: out,
-        signal: new AbortController().signal,
-      });
-      seen += Buffer.concat(chunks).toString();
+      const server = `unix://${n.agentSocket}`;
+      const args = ['--server', server, '--namespace', 'production', '--verdict', 'DROPPED', '--last', '50'];
+      seen += (await runCommand(observeCommands, 'observe', { positionals: args })).out;
     }
     assert.match(
       seen,
@@ -228,18 +210,9 @@ describe('hypha lab: three nodes, the tutorial workloads', { skip: skipUnlessPri
   });
 
   test('hypha connectivity test passes, and cleans up its namespace', async () => {
-    const out = new PassThrough();
-    const chunks: Buffer[] = [];
-    out.on('data', (c: Buffer) => chunks.push(c));
-    const cmd = connectivityCommands.find((c) => c.path.join(' ') === 'connectivity test')!;
-    const code = await cmd.run({
+    const { code, out: text } = await runCommand(connectivityCommands, 'connectivity test', {
       values: { kubeconfig: state.kubeconfig },
-      positionals: [],
-      stdout: out,
-      stderr: out,
-      signal: new AbortController().signal,
     });
-    const text = Buffer.concat(chunks).toString();
     assert.equal(code, 0, text);
     assert.match(text, /✅ pod-to-pod \(other node\)/);
     assert.match(text, /✅ allow: client2 still denied/);
