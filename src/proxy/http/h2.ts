@@ -62,6 +62,8 @@ function single(v: string | string[] | undefined): string {
 
 /** Serves HTTP/2 on `socket`, whose first bytes (`head`, already read) open with the preface. */
 export function serveH2(socket: Socket, head: Buffer, ctx: H2Context): void {
+  // A server (never listening) per connection: its streams then know their connection by
+  // closure. HTTP/2 connections are long-lived, so the cost is per connection, not request.
   const server = h2server({
     maxHeaderListPairs: 256,
     settings: { maxHeaderListSize: ctx.maxHeaderSize },
