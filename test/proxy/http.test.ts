@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import {
   type ClientHttp2Session,
+  type ClientHttp2Stream,
   connect as connectHttp2,
   createServer as createHttp2Server,
   type Http2Server,
@@ -731,6 +732,35 @@ describe('L7 HTTP proxy over HTTP/2 (h2c, prior knowledge)', () => {
         ['response', 'forwarded', 'GET', '/api/v1/products/42', 'HTTP/2', 200],
       ],
     );
+  });
+
+  test('a denied request is answered once its body is in (or after 1 s of waiting for it)', async () => {
+    peer = FRONTEND;
+    const s = connectHttp2(`http://127.0.0.1:${port}`);
+    try {
+      const answered = (req: ClientHttp2Stream) =>
+        new Promise<number>((resolve, reject) => {
+          req.on('response', (h) => resolve(Number(h[':status'])));
+          req.on('error', reject);
+        });
+      // The body comes 300 ms after the headers: the 403 waits for it.
+      const late = s.request({ ':method': 'POST', ':path': '/api/v1/products' }, { endStream: false });
+      const t0 = performance.now();
+      late.write('{');
+      setTimeout(() => late.end('}'), 300);
+      assert.equal(await answered(late), 403);
+      assert.ok(performance.now() - t0 >= 290, 'not before the body ended');
+      // A body that never ends is not waited for past the limit.
+      const stuck = s.request({ ':method': 'POST', ':path': '/api/v1/products' }, { endStream: false });
+      const t1 = performance.now();
+      stuck.write('{');
+      assert.equal(await answered(stuck), 403);
+      const waited = performance.now() - t1;
+      assert.ok(waited >= 900 && waited < 3000, `answered after ${waited} ms`);
+      stuck.close();
+    } finally {
+      s.close();
+    }
   });
 
   test('bodies stream, header edits apply, trailers (gRPC status) pass', async () => {
