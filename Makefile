@@ -45,3 +45,17 @@ all: dist/bench/native/connect_bench
 dist/bench/native/connect_bench: bench/native/connect_bench.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -Wall -Werror $< -o $@
+
+# The L7 HTTP proxy's native data path (src/proxy/http/native) and its unit tests.
+PROXY_DIR := src/proxy/http/native
+PROXY_CFLAGS := -O2 -g -std=gnu11 -Wall -Wextra -Werror
+all: dist/native/hypha-http-proxy dist/test/native/h1_test dist/test/native/rules_test
+dist/native/hypha-http-proxy: $(PROXY_DIR)/proxy.c $(PROXY_DIR)/h1.c $(PROXY_DIR)/rules.c $(wildcard $(PROXY_DIR)/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(PROXY_CFLAGS) $(filter %.c,$^) -o $@ -lbpf -ljson-c -lpcre2-8
+dist/test/native/h1_test: test/proxy/native/h1_test.c $(PROXY_DIR)/h1.c $(PROXY_DIR)/h1.h
+	@mkdir -p $(@D)
+	$(CC) $(PROXY_CFLAGS) $(filter %.c,$^) -o $@
+dist/test/native/rules_test: test/proxy/native/rules_test.c $(PROXY_DIR)/rules.c $(PROXY_DIR)/rules.h
+	@mkdir -p $(@D)
+	$(CC) $(PROXY_CFLAGS) $(filter %.c,$^) -o $@ -ljson-c -lpcre2-8

@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Debian packages: the BPF toolchain, networking tools, and what tests and benchmarks drive.
-packages=(clang llvm libbpf-dev bpftool gcc make iproute2 iputils-ping iptables nftables
+packages=(clang llvm libbpf-dev libpcre2-dev libjson-c-dev bpftool gcc make iproute2 iputils-ping iptables nftables
   tcpdump iperf3 sockperf curl openssl procps kmod chromium prometheus nginx-light)
 missing=()
 for p in "${packages[@]}"; do

@@ -40,7 +40,7 @@ import { DEFAULT_DNS_PROXY_PORT, type DnsProxyStatus, dnsProxyAddress, FqdnManag
 import { CrdIdentityAllocator } from './identities.js';
 import { HostScopeIpam } from './ipam.js';
 import type { ClusterNode, ClusterState, KubernetesWatcher, RemoteEndpoint } from './k8s.js';
-import { HttpProxyManager, type HttpProxyStatus } from './l7.js';
+import { type HttpProxyEngine, HttpProxyManager, type HttpProxyStatus } from './l7.js';
 import {
   applyServiceChanges,
   frontendKey,
@@ -76,6 +76,8 @@ export interface AgentConfig {
   toFqdnsMinTtl?: number;
   /** L7 HTTP proxy processes sharing its ports (default: one per CPU, at most 4). */
   httpProxyWorkers?: number;
+  /** What the HTTP proxy workers run: native (default) or node. */
+  httpProxyEngine?: HttpProxyEngine;
 }
 
 /** What the CNI plugin tells the agent about a pod it wired. */
@@ -227,6 +229,8 @@ export class Agent {
       datapath: this.#datapath,
       repo: this.repo,
       ...(config.httpProxyWorkers ? { workers: config.httpProxyWorkers } : {}),
+      ...(config.httpProxyEngine ? { engine: config.httpProxyEngine } : {}),
+      runDir: config.stateDir,
       onEvent: (e) => this.flows.addL7(e),
       log: (m) => console.error(`hypha agent: ${m}`),
     });

@@ -6,16 +6,21 @@
  * the endpoints' HTTP rules pushed to each on every policy change. Their L7 records come
  * back as flows.
  *
- * Workers: one Node.js event loop proxies about 10,000 requests/s on this kind of machine
- * (a syscall per message each way); the workers listen on the same ports in a SO_REUSEPORT
- * group, so the kernel spreads connections over them (also those the datapath assigns
- * with bpf_sk_assign, which picks within the group), and a worker's crash costs only its
- * own connections.
+ * Workers: the native data path (dist/native/hypha-http-proxy, src/proxy/http/native),
+ * one process per CPU; the workers listen on the same ports in a SO_REUSEPORT group, so
+ * the kernel spreads connections over them (also those the datapath assigns with
+ * bpf_sk_assign, which picks within the group), and a worker's crash costs only its own
+ * connections. One more worker runs on Node.js for HTTP/2: the native workers hand it the
+ * connections that open with the HTTP/2 preface, over unix sockets in the agent's run
+ * directory. With the `node` engine the Node.js workers do everything (about a third of
+ * the native throughput: Node.js spends ~55 µs of CPU per proxied request on events).
  */
 
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Datapath } from '../datapath/index.js';
 import { errorMessage } from '../errors.js';
 import type { L7Event } from '../hubble/l7.js';
@@ -23,6 +28,15 @@ import type { PolicyEntry, PolicyRepository } from '../policy/index.js';
 import { unpackEvent } from '../proxy/http/events.js';
 import type { EndpointsMessage, ProxyEndpoint, RedirectEntry } from '../proxy/http/rules.js';
 import { Supervisor } from './supervisor.js';
+
+/** The native workers' executable (make builds it): dist/src/agent/l7.js -> dist/native. */
+export const NATIVE_HTTP_PROXY = join(
+  dirname(fileURLToPath(import.meta.url)),
+  '../../native/hypha-http-proxy',
+);
+
+export type HttpProxyEngine = 'native' | 'node';
+export const HTTP_PROXY_ENGINES: readonly HttpProxyEngine[] = ['native', 'node'];
 
 /** Listeners on 127.0.0.1 in the node's namespace: one per direction. */
 export const DEFAULT_HTTP_PROXY_PORTS = { egress: 10080, ingress: 10081 } as const;
@@ -40,6 +54,10 @@ export interface HttpProxyManagerOptions {
   ports?: { egress: number; ingress: number };
   /** Proxy processes; default: one per CPU, at most DEFAULT_MAX_WORKERS. */
   workers?: number;
+  /** What the workers run (default native). */
+  engine?: HttpProxyEngine;
+  /** A root-only directory for the HTTP/2 handoff sockets (the native engine's). */
+  runDir: string;
   onEvent(e: L7Event): void;
   log(line: string): void;
 }
@@ -48,10 +66,20 @@ export const DEFAULT_MAX_WORKERS = 4;
 export const MAX_WORKERS = 64;
 
 /** What `hypha status` shows about the proxy. */
+export interface HttpProxyWorkerStatus {
+  pid?: number;
+  ready: boolean;
+  restarts: number;
+  lastDown?: string;
+}
+
 export interface HttpProxyStatus {
   /** At least one worker serves. */
   ready: boolean;
-  workers: { pid?: number; ready: boolean; restarts: number; lastDown?: string }[];
+  engine: HttpProxyEngine;
+  workers: HttpProxyWorkerStatus[];
+  /** The Node.js worker the native workers hand HTTP/2 connections to. */
+  http2?: HttpProxyWorkerStatus;
   /** Restarts of all workers. */
   restarts: number;
   ports: { egress: number; ingress: number };
@@ -133,6 +161,10 @@ export class HttpProxyManager {
   readonly #o: HttpProxyManagerOptions;
   readonly ports: { egress: number; ingress: number };
   readonly #workers: { child: Supervisor; lastDown?: string }[] = [];
+  /** Every process that gets the endpoints: the workers and the HTTP/2 one. */
+  readonly #all: { child: Supervisor; lastDown?: string }[] = [];
+  readonly #http2: { child: Supervisor; lastDown?: string } | undefined;
+  readonly engine: HttpProxyEngine;
   /** What the proxy has (or gets on its next start), by endpoint id, with its JSON to compare. */
   readonly #sent = new Map<number, { ep: ProxyEndpoint; json: string }>();
   #routing: { ok: boolean; error?: string } = { ok: false, error: 'not started' };
@@ -147,26 +179,19 @@ export class HttpProxyManager {
     // Redirect entries name the listener of their direction.
     o.datapath.proxyPorts.http = this.ports.egress;
     o.datapath.proxyPorts.httpIngress = this.ports.ingress;
-    const args = [
-      'proxy',
-      'http',
-      '--egress-port',
-      String(this.ports.egress),
-      '--ingress-port',
-      String(this.ports.ingress),
-      '--pin-dir',
-      o.pinDir,
-      '--pod-cidr',
-      o.podCidr,
-      '--reuse-port',
-    ];
-    for (let i = 0; i < n; i++) {
-      const name = n === 1 ? 'http-proxy' : `http-proxy[${i}]`;
+    const common = ['--pin-dir', o.pinDir, '--pod-cidr', o.podCidr];
+    const ports = ['--egress-port', String(this.ports.egress), '--ingress-port', String(this.ports.ingress)];
+    this.engine = o.engine ?? 'native';
+    if (this.engine === 'native' && !existsSync(NATIVE_HTTP_PROXY)) {
+      // An install without the native build still enforces L7 rules, slower; status says which.
+      o.log(`http proxy: ${NATIVE_HTTP_PROXY} is missing (make builds it): running the node engine`);
+      this.engine = 'node';
+    }
+    const worker = (name: string, spawn: { module: string; executable?: string; args: string[] }) => {
       const w: { child: Supervisor; lastDown?: string } = {
         child: new Supervisor({
           name,
-          module: 'proxy-http',
-          args,
+          ...spawn,
           onMessage: (m) => this.#message(w.child, m),
           onReady: () => o.log(`${name} ready (pid ${w.child.pid})`),
           onDown: (reason) => {
@@ -175,8 +200,29 @@ export class HttpProxyManager {
           log: o.log,
         }),
       };
-      this.#workers.push(w);
+      this.#all.push(w);
+      return w;
+    };
+    for (let i = 0; i < n; i++) {
+      const name = n === 1 ? 'http-proxy' : `http-proxy[${i}]`;
+      this.#workers.push(
+        this.engine === 'native'
+          ? worker(name, {
+              module: 'proxy-http',
+              executable: NATIVE_HTTP_PROXY,
+              args: [...ports, ...common, '--reuse-port', '--handoff-dir', o.runDir],
+            })
+          : worker(name, {
+              module: 'proxy-http',
+              args: ['proxy', 'http', ...ports, ...common, '--reuse-port'],
+            }),
+      );
     }
+    if (this.engine === 'native')
+      this.#http2 = worker('http-proxy-h2', {
+        module: 'proxy-http',
+        args: ['proxy', 'http', '--handoff-dir', o.runDir, ...common],
+      });
   }
 
   /** Sets up the node's routing (errors are reported in status) and starts the proxy. */
@@ -192,7 +238,7 @@ export class HttpProxyManager {
       this.#routing = { ok: false, error: errorMessage(err) };
       this.#o.log(`http proxy routing: ${this.#routing.error}`);
     }
-    for (const w of this.#workers) w.child.start();
+    for (const w of this.#all) w.child.start();
   }
 
   /**
@@ -226,21 +272,25 @@ export class HttpProxyManager {
       remove.push(id);
     }
     if (upsert.length || remove.length)
-      for (const w of this.#workers)
+      for (const w of this.#all)
         w.child.send({ type: 'endpoints', full: false, upsert, remove } satisfies EndpointsMessage);
   }
 
   status(): HttpProxyStatus {
-    const workers = this.#workers.map(({ child, lastDown }) => ({
+    const of = ({ child, lastDown }: { child: Supervisor; lastDown?: string }): HttpProxyWorkerStatus => ({
       ...(child.pid !== undefined ? { pid: child.pid } : {}),
       ready: child.ready,
       restarts: child.restarts,
       ...(lastDown ? { lastDown } : {}),
-    }));
+    });
+    const workers = this.#workers.map(of);
+    const http2 = this.#http2 && of(this.#http2);
     return {
       ready: workers.some((w) => w.ready),
+      engine: this.engine,
       workers,
-      restarts: workers.reduce((a, w) => a + w.restarts, 0),
+      ...(http2 ? { http2 } : {}),
+      restarts: workers.reduce((a, w) => a + w.restarts, 0) + (http2?.restarts ?? 0),
       ports: this.ports,
       endpoints: this.#sent.size,
       routing: this.#routing,
@@ -249,7 +299,7 @@ export class HttpProxyManager {
 
   /** Stops the workers. The routing stays: it only concerns packets marked for a proxy. */
   async close(): Promise<void> {
-    await Promise.all(this.#workers.map((w) => w.child.close()));
+    await Promise.all(this.#all.map((w) => w.child.close()));
   }
 
   /**

@@ -5,10 +5,11 @@
  * again) and when it is down (so traffic that needs it can be refused).
  *
  * The child runs one `hypha` command on the same Node.js, from the light entry that loads
- * only that command's module (src/cli/child.ts), with an IPC channel: it sends
+ * only that command's module (src/cli/child.ts), or a native executable, with an IPC
+ * channel (Node.js's: JSON lines on the descriptor NODE_CHANNEL_FD names): it sends
  * `{ type: 'ready' }` once it serves, and any other message is handed to `onMessage`.
  */
-import { type ChildProcess, fork } from 'node:child_process';
+import { type ChildProcess, fork, spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -22,6 +23,8 @@ export interface ChildOptions {
   args: string[];
   /** The CLI module that has the command (e.g. 'proxy-http'), the only one the child loads. */
   module: string;
+  /** Runs this executable with `args` instead (no Node.js), e.g. dist/native/hypha-http-proxy. */
+  executable?: string;
   /** The child said it serves; push it its state now (again, after a restart). */
   onReady?(send: (msg: unknown) => boolean): void;
   onMessage?(msg: unknown): void;
@@ -61,9 +64,10 @@ export class Supervisor {
 
   start(): void {
     if (this.#child || this.#closing) return;
-    const child = fork(CHILD_MAIN, [this.#o.module, ...this.#o.args], {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
+    const stdio = ['ignore', 'inherit', 'inherit', 'ipc'] as const;
+    const child = this.#o.executable
+      ? spawn(this.#o.executable, this.#o.args, { stdio: [...stdio] })
+      : fork(CHILD_MAIN, [this.#o.module, ...this.#o.args], { stdio: [...stdio] });
     this.#child = child;
     // The child must not keep its owner alive: an agent that fails or stops exits, and the
     // child follows when the channel closes.

@@ -453,13 +453,14 @@ export class Lab {
     return Array.isArray(list) && list.length ? ['--hubble-metrics', list.map(String).join(',')] : [];
   }
 
-  /** dnsProxy.minTtl and httpProxy.workers from the install values, as the agents' flags. */
+  /** dnsProxy.minTtl and httpProxy.workers/engine from the install values, as the agents' flags. */
   #proxyFlags(): string[] {
     const minTtl = (this.config.values.dnsProxy as { minTtl?: unknown } | undefined)?.minTtl;
-    const workers = (this.config.values.httpProxy as { workers?: unknown } | undefined)?.workers;
+    const http = this.config.values.httpProxy as { workers?: unknown; engine?: unknown } | undefined;
     return [
       ...(typeof minTtl === 'number' ? ['--tofqdns-min-ttl', String(minTtl)] : []),
-      ...(typeof workers === 'number' ? ['--http-proxy-workers', String(workers)] : []),
+      ...(typeof http?.workers === 'number' ? ['--http-proxy-workers', String(http.workers)] : []),
+      ...(typeof http?.engine === 'string' ? ['--http-proxy-engine', http.engine] : []),
     ];
   }
 

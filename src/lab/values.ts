@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
-import { MAX_WORKERS } from '../agent/l7.js';
+import { HTTP_PROXY_ENGINES, type HttpProxyEngine, MAX_WORKERS } from '../agent/l7.js';
 import { UsageError, ValidationError } from '../errors.js';
 import { parseMetricsConfig } from '../hubble/metrics.js';
 
@@ -49,6 +49,10 @@ const KNOWN: Record<string, { state: KeyStatus['state']; note: string }> = {
   'httpProxy.workers': {
     state: 'applied',
     note: "Hypha's: L7 HTTP proxy processes per node, the agents' --http-proxy-workers",
+  },
+  'httpProxy.engine': {
+    state: 'applied',
+    note: "Hypha's: what the HTTP proxy workers run (native or node), the agents' --http-proxy-engine",
   },
 };
 
@@ -145,6 +149,8 @@ export function reviewValues(v: Values): KeyStatus[] {
       throw new UsageError(
         `httpProxy.workers: ${String(value)} is not a whole number from 1 to ${MAX_WORKERS}`,
       );
+    if (key === 'httpProxy.engine' && !HTTP_PROXY_ENGINES.includes(value as HttpProxyEngine))
+      throw new UsageError(`httpProxy.engine: ${String(value)} is not ${HTTP_PROXY_ENGINES.join(' or ')}`);
     if ((key.endsWith('.enabled') || key === 'kubeProxyReplacement') && value === false)
       return { key, state: 'applied', note: 'off' };
     if (known) return { key, ...known };

@@ -5,7 +5,13 @@ import { Agent, type AgentConfig, type AgentStatus, type EndpointRecord } from '
 import { serveApi } from '../../agent/api.js';
 import { callAgent, defaultSocket, streamAgent } from '../../agent/client.js';
 import type { DnsProxyStatus } from '../../agent/fqdn.js';
-import { DEFAULT_MAX_WORKERS, type HttpProxyStatus, MAX_WORKERS } from '../../agent/l7.js';
+import {
+  DEFAULT_MAX_WORKERS,
+  HTTP_PROXY_ENGINES,
+  type HttpProxyEngine,
+  type HttpProxyStatus,
+  MAX_WORKERS,
+} from '../../agent/l7.js';
 import { dropReasonName, summarizePacket } from '../../datapath/index.js';
 import { errorMessage, UsageError } from '../../errors.js';
 import { HubbleMetrics, parseMetricsConfig, splitMetricsFlag } from '../../hubble/metrics.js';
@@ -38,11 +44,19 @@ function proxyWorkers(v: unknown): number {
   return n;
 }
 
+function proxyEngine(v: unknown): HttpProxyEngine {
+  const e = String(v) as HttpProxyEngine;
+  if (!HTTP_PROXY_ENGINES.includes(e))
+    throw new UsageError(`--http-proxy-engine: "${String(v)}" is not ${HTTP_PROXY_ENGINES.join(' or ')}`);
+  return e;
+}
+
 /** `hypha status`'s proxy lines, as `cilium status` has its Proxy Status. */
 function httpProxyLine(p: HttpProxyStatus): string {
   const up = p.workers.filter((w) => w.ready).length;
   const state = !p.routing.ok ? `Failure (routing: ${p.routing.error})` : up ? 'Ok' : 'Down';
-  return `${state}   ${up}/${p.workers.length} workers on :${p.ports.egress} (egress), :${p.ports.ingress} (ingress), ${p.endpoints} endpoint(s) with L7 rules, ${p.restarts} restart(s)`;
+  const h2 = p.http2 ? `, HTTP/2 worker ${p.http2.ready ? 'Ok' : 'Down'}` : '';
+  return `${state}   ${up}/${p.workers.length} workers (${p.engine}) on :${p.ports.egress} (egress), :${p.ports.ingress} (ingress)${h2}, ${p.endpoints} endpoint(s) with L7 rules, ${p.restarts} restart(s)`;
 }
 
 function dnsProxyLine(p: DnsProxyStatus): string {
@@ -70,6 +84,7 @@ const AGENT_KEYS = [
   'tofqdns-min-ttl',
   'tofqdns-proxy-port',
   'http-proxy-workers',
+  'http-proxy-engine',
   'hubble-tls-cert-file',
   'hubble-tls-key-file',
   'hubble-tls-client-ca-files',
@@ -205,6 +220,12 @@ export const agentCommands: Command[] = [
         value: 'n',
         description: `L7 HTTP proxy processes sharing its ports (default: one per CPU, at most ${DEFAULT_MAX_WORKERS})`,
       },
+      'http-proxy-engine': {
+        type: 'string',
+        value: 'engine',
+        description:
+          'what the HTTP proxy workers run: native (default; HTTP/2 goes to one node worker) or node',
+      },
       'hubble-tls-cert-file': {
         type: 'string',
         value: 'file',
@@ -262,6 +283,9 @@ export const agentCommands: Command[] = [
           : {}),
         ...(values['http-proxy-workers'] !== undefined
           ? { httpProxyWorkers: proxyWorkers(values['http-proxy-workers']) }
+          : {}),
+        ...(values['http-proxy-engine'] !== undefined
+          ? { httpProxyEngine: proxyEngine(values['http-proxy-engine']) }
           : {}),
       };
       // Checked before the agent touches anything: a bad entry must not leave half an agent.

@@ -3,7 +3,8 @@
  * workers) and feeds them its endpoints' HTTP rules over IPC (src/proxy/http/main.ts); run
  * by hand it serves with no rules, refusing everything. With `--reuse-port` (the agent's workers)
  * its listeners join a SO_REUSEPORT group on their ports; without it, ports in use are an
- * error, so a by-hand run never takes a share of the workers' connections.
+ * error, so a by-hand run never takes a share of the workers' connections. With
+ * `--handoff-dir` it serves the HTTP/2 connections the native workers hand over instead.
  */
 import { UsageError } from '../../errors.js';
 import { runHttpProxyProcess } from '../../proxy/http/main.js';
@@ -46,11 +47,20 @@ export const proxyHttpCommands: Command[] = [
         type: 'boolean',
         description: "share the ports with other workers (SO_REUSEPORT; the agent's workers do)",
       },
+      'handoff-dir': {
+        type: 'string',
+        value: 'dir',
+        description: 'serve HTTP/2 handed over by the native workers on unix sockets here, not the ports',
+      },
     },
     async run({ values, stderr, signal }) {
-      const egressPort = port('egress-port', values['egress-port']);
-      const ingressPort = port('ingress-port', values['ingress-port']);
-      if (egressPort === ingressPort) throw new UsageError('--egress-port and --ingress-port must differ');
+      const handoffDir = values['handoff-dir'] as string | undefined;
+      if (handoffDir !== undefined && !handoffDir.startsWith('/'))
+        throw new UsageError(`--handoff-dir: "${handoffDir}" is not an absolute path`);
+      const egressPort = handoffDir ? 0 : port('egress-port', values['egress-port']);
+      const ingressPort = handoffDir ? 0 : port('ingress-port', values['ingress-port']);
+      if (!handoffDir && egressPort === ingressPort)
+        throw new UsageError('--egress-port and --ingress-port must differ');
       const pinDir = values['pin-dir'] as string | undefined;
       if (!pinDir) throw new UsageError('--pin-dir is required');
       const podCidr = values['pod-cidr'] as string | undefined;
@@ -64,6 +74,7 @@ export const proxyHttpCommands: Command[] = [
           ...(values.address ? { address: values.address as string } : {}),
           ...(podCidr ? { podCidr } : {}),
           reusePort: values['reuse-port'] === true,
+          ...(handoffDir ? { handoffDir } : {}),
           log: (line) => stderr.write(`${line}\n`),
         },
         signal,

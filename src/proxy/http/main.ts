@@ -17,7 +17,7 @@
  * the channel closes: it never outlives its agent.
  */
 
-import { Socket } from 'node:net';
+import { type Server, Socket } from 'node:net';
 import { join } from 'node:path';
 import { type BpfMap, openPinnedMap } from '../../bpf/index.js';
 import { ctEntry, ctKey4, ipcacheInfo, ipcacheKey4 } from '../../datapath/layout.js';
@@ -33,6 +33,7 @@ import {
   packHeaders,
   unpackEvent,
 } from './events.js';
+import { handoffPath, listenHandoff } from './handoff.js';
 import { createHttpProxy, type HttpProxy, type HttpRecord, type ProxyTarget } from './proxy.js';
 import {
   type Direction,
@@ -67,6 +68,11 @@ export interface HttpProxyProcessOptions {
   podCidr?: string;
   /** Join a SO_REUSEPORT group on the ports (the agent's workers); otherwise ports in use fail. */
   reusePort?: boolean;
+  /**
+   * Serve the HTTP/2 connections the native workers hand over, on unix sockets in this
+   * directory (handoff.ts), instead of listening on the ports.
+   */
+  handoffDir?: string;
   /** Where events go without an IPC channel (a terminal run). */
   log?(line: string): void;
 }
@@ -93,6 +99,7 @@ export class HttpProxyProcess {
   readonly table = new RedirectTable();
   readonly #peers: Peers;
   readonly #proxies: HttpProxy[] = [];
+  readonly #handoffs: Server[] = [];
   readonly #conns = new Map<string, Conn>();
   #pending: PackedEvent[] = [];
   readonly #packedHeaders = new WeakMap<object, string>();
@@ -125,6 +132,11 @@ export class HttpProxyProcess {
         createSocket: (t) => (t.mark ? markedSocket(t.mark, t.source) : new Socket()),
       });
       this.#proxies.push(proxy);
+      if (this.#o.handoffDir) {
+        const path = handoffPath(this.#o.handoffDir, direction);
+        this.#handoffs.push(await listenHandoff(path, (s) => proxy.server.emit('connection', s)));
+        continue;
+      }
       // A SO_REUSEPORT group when the agent runs several of these processes (workers).
       await proxy.listenFd(transparentListener(address, port, this.#o.reusePort ?? false));
     }
@@ -138,6 +150,7 @@ export class HttpProxyProcess {
     clearTimeout(this.#flush);
     this.#send();
     await Promise.all(this.#proxies.map((p) => p.close()));
+    await Promise.all(this.#handoffs.map((s) => new Promise((r) => s.close(r))));
     this.#peers.ct.close();
     this.#peers.ipcache.close();
   }
@@ -318,7 +331,9 @@ export async function runHttpProxyProcess(o: HttpProxyProcessOptions, signal: Ab
     await p.listen();
     process.send?.({ type: 'ready' });
     o.log?.(
-      `hypha proxy http: egress on ${o.address ?? '127.0.0.1'}:${o.egressPort}, ingress on :${o.ingressPort}`,
+      o.handoffDir
+        ? `hypha proxy http: HTTP/2 handed over on ${handoffPath(o.handoffDir, 'egress')}, ${handoffPath(o.handoffDir, 'ingress')}`
+        : `hypha proxy http: egress on ${o.address ?? '127.0.0.1'}:${o.egressPort}, ingress on :${o.ingressPort}`,
     );
     await done;
   } finally {
