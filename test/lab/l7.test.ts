@@ -144,7 +144,7 @@ describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivilege
         .out;
       assert.match(
         text,
-        /^HTTP proxy: +Ok +2\/2 workers on :10080 \(egress\), :10081 \(ingress\), [1-9]\d* endpoint\(s\) with L7 rules/m,
+        /^HTTP proxy: +Ok +2\/2 workers \(native\) on :10080 \(egress\), :10081 \(ingress\), HTTP\/2 worker Ok, [1-9]\d* endpoint\(s\) with L7 rules/m,
       );
       assert.match(text, /^DNS proxy: +Ok +\d+\.\d+\.\d+\.\d+/m);
     }

@@ -9,7 +9,7 @@ import {
 } from 'node:http2';
 import { connect, createServer as netServer, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { CompiledRuleSet } from '../../src/policy/http.js';
+import { CompiledRuleSet, type HttpRule } from '../../src/policy/http.js';
 import { F_DROPPED, F_EGRESS, F_RESPONSE, packHeaders, unpackEvent } from '../../src/proxy/http/events.js';
 import {
   MARK_MAGIC_PROXY_EGRESS,
@@ -18,32 +18,28 @@ import {
 } from '../../src/proxy/http/main.js';
 import { createHttpProxy, type HttpProxy, type HttpRecord } from '../../src/proxy/http/proxy.js';
 import { type ProxyEndpoint, RedirectTable } from '../../src/proxy/http/rules.js';
+import { PROXY_ENGINES, type ProxyUnderTest } from '../helpers/proxies.js';
 
 const FRONTEND = 1001;
 const OTHER = 1002;
 
 // The tutorial's section 5.3 rule: from frontend, GET /api/v1/products.* only.
-const rules = new CompiledRuleSet({
-  groups: [
+const RULES: Record<number, HttpRule[]> = {
+  [FRONTEND]: [
+    { method: 'GET', path: '/api/v1/products.*' },
+    { method: 'HEAD', path: '/api/v1/products.*' },
+  ],
+  [OTHER]: [
     {
-      identities: [FRONTEND],
-      rules: [
-        { method: 'GET', path: '/api/v1/products.*' },
-        { method: 'HEAD', path: '/api/v1/products.*' },
-      ],
-    },
-    {
-      identities: [OTHER],
-      rules: [
-        {
-          method: 'PUT',
-          path: '/admin',
-          headers: ['X-Token: s3cret'],
-          headerMatches: [{ name: 'X-Trace', value: 'on', mismatch: 'ADD' }],
-        },
-      ],
+      method: 'PUT',
+      path: '/admin',
+      headers: ['X-Token: s3cret'],
+      headerMatches: [{ name: 'X-Trace', value: 'on', mismatch: 'ADD' }],
     },
   ],
+};
+const rules = new CompiledRuleSet({
+  groups: Object.entries(RULES).map(([id, r]) => ({ identities: [Number(id)], rules: r })),
 });
 
 /** Sends raw bytes on one connection and collects what comes back until it goes quiet. */
@@ -67,407 +63,405 @@ class RawClient {
   }
 }
 
-describe('L7 HTTP proxy', () => {
-  let backend: Server;
-  let backendPort = 0;
-  let proxy: HttpProxy;
-  let port = 0;
-  let peer = FRONTEND;
-  const records: HttpRecord[] = [];
-  /** Requests the backend received, and the last one's headers. */
-  const seen: string[] = [];
-  let lastHeaders: Record<string, unknown> = {};
+for (const engine of PROXY_ENGINES)
+  describe(`L7 HTTP proxy (${engine.name} engine)`, { skip: engine.skip }, () => {
+    let backend: Server;
+    let backendPort = 0;
+    /** One proxy per client identity (the native engine learns it from the datapath, so per process). */
+    const proxies = new Map<number, ProxyUnderTest>();
+    let peer = FRONTEND;
+    const portOf = (id = peer) => proxies.get(id)!.port;
+    const records = (id = peer) => proxies.get(id)!.records();
+    /** Requests the backend received, and the last one's headers. */
+    const seen: string[] = [];
+    let lastHeaders: Record<string, unknown> = {};
 
-  before(async () => {
-    backend = createServer((req, res) => {
-      seen.push(`${req.method} ${req.url}`);
-      lastHeaders = req.headers;
-      let body = '';
-      req.on('data', (d) => (body += d));
-      req.on('end', () => {
-        res.setHeader('content-type', 'application/json');
-        res.end(
-          JSON.stringify({ method: req.method, path: req.url, body, trace: req.headers['x-trace'] ?? null }),
+    before(async () => {
+      backend = createServer((req, res) => {
+        seen.push(`${req.method} ${req.url}`);
+        lastHeaders = req.headers;
+        let body = '';
+        req.on('data', (d) => (body += d));
+        req.on('end', () => {
+          res.setHeader('content-type', 'application/json');
+          res.end(
+            JSON.stringify({
+              method: req.method,
+              path: req.url,
+              body,
+              trace: req.headers['x-trace'] ?? null,
+            }),
+          );
+        });
+      });
+      await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
+      backendPort = (backend.address() as { port: number }).port;
+      for (const id of [FRONTEND, OTHER])
+        proxies.set(
+          id,
+          await engine.start({ upstreamPort: backendPort, peer: id, rules: RULES, maxHeaderSize: 4096 }),
         );
-      });
     });
-    await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
-    backendPort = (backend.address() as { port: number }).port;
-    proxy = createHttpProxy({
-      resolve: () => ({ host: '127.0.0.1', port: backendPort, rules, peerIdentity: peer }),
-      onRecord: (r) => records.push(r),
-      maxHeaderSize: 4096,
+    after(async () => {
+      for (const p of proxies.values()) await p.close();
+      backend.closeAllConnections();
+      await new Promise((r) => backend.close(r));
     });
-    port = await proxy.listen(0, '127.0.0.1');
-  });
-  after(async () => {
-    await proxy.close();
-    backend.closeAllConnections();
-    await new Promise((r) => backend.close(r));
-  });
 
-  test('GET on the allowed path is forwarded; POST and other paths get 403 on the same connection', async () => {
-    peer = FRONTEND;
-    const c = new RawClient(port);
-    const ok = await c.send('GET /api/v1/products?id=1 HTTP/1.1\r\nHost: catalog:8080\r\n\r\n', /\}$/);
-    assert.match(ok, /^HTTP\/1\.1 200 OK/);
-    assert.match(ok, /"path":"\/api\/v1\/products\?id=1"/);
-    const post = await c.send(
-      'POST /api/v1/products HTTP/1.1\r\nHost: catalog:8080\r\nContent-Length: 2\r\n\r\n{}',
-      /Access denied\r\n$/,
-    );
-    assert.match(post, /^HTTP\/1\.1 403 Forbidden/);
-    const admin = await c.send('GET /admin HTTP/1.1\r\nHost: catalog:8080\r\n\r\n', /Access denied\r\n$/);
-    assert.match(admin, /^HTTP\/1\.1 403/);
-    const again = await c.send('GET /api/v1/products/42 HTTP/1.1\r\nHost: catalog:8080\r\n\r\n', /\}$/);
-    assert.match(again, /^HTTP\/1\.1 200/, 'the connection stays usable after a denial');
-    assert.equal(c.closed, false);
-    c.sock.destroy();
-    const denied = records.filter((r) => r.verdict === 'denied' && r.code === 403);
-    assert.deepEqual(
-      denied.map((r) => `${r.method} ${r.url}`),
-      ['POST /api/v1/products', 'GET /admin'],
-    );
-    const resp = records.find((r) => r.type === 'response' && r.code === 200);
-    assert.ok(resp && (resp.latencyNs ?? 0) > 0);
-  });
-
-  test('rules apply per peer identity; headers and header matches', async () => {
-    peer = OTHER;
-    const c = new RawClient(port);
-    assert.match(await c.send('GET /api/v1/products HTTP/1.1\r\nHost: x\r\n\r\n', /denied\r\n$/), / 403 /);
-    assert.match(
-      await c.send('PUT /admin HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n', /denied\r\n$/),
-      / 403 /,
-    );
-    const ok = await c.send(
-      'PUT /admin HTTP/1.1\r\nHost: x\r\nX-Token: s3cret\r\nContent-Length: 0\r\n\r\n',
-      /\}$/,
-    );
-    assert.match(ok, / 200 /);
-    assert.match(ok, /"trace":"on"/, 'the ADD mismatch action added the header');
-    c.sock.destroy();
-    peer = FRONTEND;
-  });
-
-  test('chunked request bodies stream through', async () => {
-    const c = new RawClient(port);
-    // GET with a body is unusual but legal; the rule allows GET only.
-    const res = await c.send(
-      'GET /api/v1/products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n',
-      /\}$/,
-    );
-    assert.match(res, /"body":"hello world"/);
-    c.sock.destroy();
-  });
-
-  test('smuggling, bad request lines and oversized headers are refused, recorded, and reach nothing', async () => {
-    // Each hides a second request (GET /admin) that a lenient parser would forward.
-    const hidden = 'GET /admin HTTP/1.1\r\nHost: x\r\n\r\n';
-    const cases: [string, string, RegExp][] = [
-      [
-        'Content-Length and Transfer-Encoding',
-        `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${hidden}`,
-        /^HTTP\/1\.1 400/,
-      ],
-      [
-        'Transfer-Encoding then Content-Length',
-        `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 48\r\n\r\n0\r\n\r\n${hidden}`,
-        /^HTTP\/1\.1 400/,
-      ],
-      [
-        'an encoding that is not chunked last',
-        `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n${hidden}`,
-        /^HTTP\/1\.1 400/,
-      ],
-      [
-        'whitespace before the colon',
-        `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n${hidden}`,
-        /^HTTP\/1\.1 400/,
-      ],
-      [
-        'two Content-Lengths',
-        `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 47\r\n\r\n${hidden}`,
-        /^HTTP\/1\.1 400/,
-      ],
-      ['a bad request line', 'GARBAGE\r\n\r\n', /^HTTP\/1\.1 400/],
-      ['a request line with a bare LF', 'GET /api/v1/products HTTP/1.1\nHost: x\n\n', /^HTTP\/1\.1 400/],
-      ['a bad version', 'GET /api/v1/products HTTP/9.9\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400/],
-      [
-        'oversized headers',
-        `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(8000)}\r\n\r\n`,
-        /^HTTP\/1\.1 431/,
-      ],
-      ['HTTP/1.1 without Host', 'GET /api/v1/products HTTP/1.1\r\n\r\n', /^HTTP\/1\.1 400/],
-    ];
-    for (const [what, raw, expected] of cases) {
-      const before = records.length;
-      seen.length = 0;
-      const c = new RawClient(port);
-      const out = await c.send(raw, /\r\n\r\n/);
-      assert.match(out, expected, what);
-      await new Promise((r) => setTimeout(r, 30));
-      assert.deepEqual(seen, [], `${what}: nothing reached the backend`);
-      assert.ok(c.closed, `${what}: connection closed`);
-      const rec = records.slice(before);
-      assert.ok(
-        rec.some((r) => r.verdict === 'denied' && (r.code === 400 || r.code === 431)),
-        `${what}: recorded as denied`,
-      );
-    }
-  });
-
-  test('a denied request with a body leaves the connection usable (Content-Length and chunked)', async () => {
-    peer = FRONTEND;
-    const c = new RawClient(port);
-    const body = 'x'.repeat(3000);
-    const post = await c.send(
-      `POST /api/v1/products HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
-      /Access denied\r\n$/,
-    );
-    assert.match(post, /^HTTP\/1\.1 403 Forbidden/);
-    const chunked = await c.send(
-      'PUT /api/v1/products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nGET \r\n0\r\n\r\n',
-      /Access denied\r\n$/,
-    );
-    assert.match(chunked, /^HTTP\/1\.1 403/);
-    seen.length = 0;
-    const ok = await c.send('GET /api/v1/products HTTP/1.1\r\nHost: x\r\n\r\n', /\}$/);
-    assert.match(ok, /^HTTP\/1\.1 200/);
-    assert.deepEqual(seen, ['GET /api/v1/products'], 'the denied bodies were not read as requests');
-    assert.equal(c.closed, false);
-    c.sock.destroy();
-  });
-
-  test('hop-by-hop headers stay on their hop; an upgrade the destination declines is no tunnel; CONNECT is refused', async () => {
-    const c = new RawClient(port);
-    const ok = await c.send(
-      'GET /api/v1/products HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, X-Hop\r\nUpgrade: websocket\r\nX-Hop: 1\r\nX-Keep: 2\r\n\r\n',
-      /\}$/,
-    );
-    assert.match(ok, /^HTTP\/1\.1 200/);
-    // The upgrade was asked for (the rules allowed the request); this destination answered
-    // 200, so the exchange is plain HTTP and the connection ends after it.
-    assert.equal(lastHeaders.upgrade, 'websocket');
-    assert.equal(lastHeaders.connection, 'upgrade');
-    assert.equal(lastHeaders['x-hop'], undefined);
-    assert.equal(lastHeaders['x-keep'], '2');
-    await new Promise((r) => setTimeout(r, 20));
-    assert.ok(c.closed, 'no second request on a connection that asked to switch protocols');
-    // Only WebSocket is passed on: an h2c upgrade is served as HTTP/1.1, its Upgrade dropped.
-    const h2c = new RawClient(port);
-    const plain = await h2c.send(
-      'GET /api/v1/products HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n',
-      /\}$/,
-    );
-    assert.match(plain, /^HTTP\/1\.1 200/);
-    assert.equal(lastHeaders.upgrade, undefined);
-    assert.equal(lastHeaders['http2-settings'], undefined);
-    h2c.sock.destroy();
-    seen.length = 0;
-    const t = new RawClient(port);
-    const out = await t.send('CONNECT catalog:8080 HTTP/1.1\r\nHost: catalog:8080\r\n\r\n', /denied\r\n$/);
-    assert.match(out, /^HTTP\/1\.1 403/);
-    await new Promise((r) => setTimeout(r, 20));
-    assert.ok(t.closed);
-    assert.deepEqual(seen, []);
-    assert.ok(records.some((r) => r.method === 'CONNECT' && r.verdict === 'denied'));
-  });
-
-  test('an allowed upgrade the destination accepts (101) becomes a tunnel; a denied one never reaches it', async () => {
-    // A destination that switches to WebSocket, here an echo in capitals (no framing: bytes are bytes).
-    const heads: string[] = [];
-    const echo = netServer((s) => {
-      let head = '';
-      let switched = false;
-      s.on('data', (d: Buffer) => {
-        if (switched) {
-          s.write(d.toString().toUpperCase());
-          return;
-        }
-        head += d.toString('latin1');
-        const end = head.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        heads.push(head.slice(0, end));
-        switched = true;
-        s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
-        const rest = head.slice(end + 4);
-        if (rest) s.write(rest.toUpperCase());
-      });
-      s.on('error', () => {});
-    });
-    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
-    const echoPort = (echo.address() as { port: number }).port;
-    const tunnelRecords: HttpRecord[] = [];
-    const p = createHttpProxy({
-      resolve: () => ({ host: '127.0.0.1', port: echoPort, rules, peerIdentity: FRONTEND }),
-      onRecord: (r) => tunnelRecords.push(r),
-    });
-    const pport = await p.listen(0, '127.0.0.1');
-    try {
-      const c = new RawClient(pport);
-      // The first tunnel bytes ride in the same segment as the request head.
-      const first = await c.send(
-        'GET /api/v1/products/stream HTTP/1.1\r\nHost: catalog\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nhello',
-        /HELLO$/,
-      );
-      assert.match(first, /^HTTP\/1\.1 101 Switching Protocols\r\n[\s\S]*\r\n\r\nHELLO$/);
-      assert.match(heads[0]!, /^GET \/api\/v1\/products\/stream HTTP\/1\.1\r\n/);
-      assert.match(heads[0]!, /\r\nUpgrade: websocket\r\n/i);
-      assert.match(heads[0]!, /\r\nconnection: upgrade$/im);
-      // Past the 101 the bytes are the new protocol's: not parsed, not judged (as with Envoy).
-      const more = await c.send('POST /admin HTTP/1.1\r\n\r\n', /POST \/ADMIN HTTP\/1\.1\r\n\r\n$/);
-      assert.equal(more, 'POST /ADMIN HTTP/1.1\r\n\r\n');
-      assert.deepEqual(
-        tunnelRecords.map((r) => [r.type, r.verdict, r.method, r.url, r.code ?? null]),
-        [
-          ['request', 'forwarded', 'GET', '/api/v1/products/stream', null],
-          ['response', 'forwarded', 'GET', '/api/v1/products/stream', 101],
-        ],
-      );
-      // Closing one end closes the other.
-      c.sock.end();
-      await new Promise((r) => setTimeout(r, 50));
-      assert.ok(c.closed);
-
-      // A denied upgrade: 403, the connection closed, the destination never asked.
-      heads.length = 0;
-      const d = new RawClient(pport);
-      const denied = await d.send(
-        'GET /admin HTTP/1.1\r\nHost: catalog\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nhello',
+    test('GET on the allowed path is forwarded; POST and other paths get 403 on the same connection', async () => {
+      peer = FRONTEND;
+      const c = new RawClient(portOf());
+      const ok = await c.send('GET /api/v1/products?id=1 HTTP/1.1\r\nHost: catalog:8080\r\n\r\n', /\}$/);
+      assert.match(ok, /^HTTP\/1\.1 200 OK/);
+      assert.match(ok, /"path":"\/api\/v1\/products\?id=1"/);
+      const post = await c.send(
+        'POST /api/v1/products HTTP/1.1\r\nHost: catalog:8080\r\nContent-Length: 2\r\n\r\n{}',
         /Access denied\r\n$/,
       );
-      assert.match(denied, /^HTTP\/1\.1 403 Forbidden/);
-      await new Promise((r) => setTimeout(r, 20));
-      assert.ok(d.closed);
-      assert.deepEqual(heads, []);
-    } finally {
-      await p.close();
-      await new Promise((r) => echo.close(r));
-    }
-  });
-
-  test('pipelined requests are answered in order, denied ones in their place', async () => {
-    peer = FRONTEND;
-    seen.length = 0;
-    const c = new RawClient(port);
-    const out = await c.send(
-      'GET /api/v1/products/1 HTTP/1.1\r\nHost: x\r\n\r\n' +
-        'POST /api/v1/products HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc' +
-        'GET /api/v1/products/3 HTTP/1.1\r\nHost: x\r\n\r\n',
-      /products\/3","body":""[^}]*\}$/,
-    );
-    const statuses = [...out.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]);
-    assert.deepEqual(statuses, ['200', '403', '200']);
-    assert.ok(out.indexOf('products/1') < out.indexOf('Access denied'));
-    assert.ok(out.indexOf('Access denied') < out.indexOf('products/3'));
-    assert.deepEqual(seen, ['GET /api/v1/products/1', 'GET /api/v1/products/3']);
-    c.sock.destroy();
-  });
-
-  test('HEAD responses have no body; HTTP/1.0 and Connection: close end the connection after the answer', async () => {
-    const h = new RawClient(port);
-    const head = await h.send('HEAD /api/v1/products HTTP/1.1\r\nHost: x\r\n\r\n', /\r\n\r\n$/);
-    assert.match(head, /^HTTP\/1\.1 200/, JSON.stringify(head));
-    const next = await h.send('GET /api/v1/products/9 HTTP/1.1\r\nHost: x\r\n\r\n', /\}$/);
-    assert.match(next, /^HTTP\/1\.1 200[\s\S]*products\/9/, JSON.stringify(head + next));
-    h.sock.destroy();
-    for (const req of [
-      'GET /api/v1/products HTTP/1.0\r\n\r\n',
-      'GET /api/v1/products HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
-    ]) {
-      const c = new RawClient(port);
-      const out = await c.send(req, /\}$/);
-      assert.match(out, /"path":"\/api\/v1\/products"/, req);
-      await new Promise((r) => setTimeout(r, 30));
-      assert.ok(c.closed, `closed after: ${req.split('\r\n')[0]}`);
-    }
-  });
-
-  test('an unreachable upstream gives 503, not a hang', async () => {
-    const dead = createHttpProxy({
-      resolve: () => ({ host: '127.0.0.1', port: 1, rules, peerIdentity: FRONTEND }),
+      assert.match(post, /^HTTP\/1\.1 403 Forbidden/);
+      const admin = await c.send('GET /admin HTTP/1.1\r\nHost: catalog:8080\r\n\r\n', /Access denied\r\n$/);
+      assert.match(admin, /^HTTP\/1\.1 403/);
+      const again = await c.send('GET /api/v1/products/42 HTTP/1.1\r\nHost: catalog:8080\r\n\r\n', /\}$/);
+      assert.match(again, /^HTTP\/1\.1 200/, 'the connection stays usable after a denial');
+      assert.equal(c.closed, false);
+      c.sock.destroy();
+      const denied = (await records()).filter((r) => r.verdict === 'denied' && r.code === 403);
+      assert.deepEqual(
+        denied.map((r) => `${r.method} ${r.url}`),
+        ['POST /api/v1/products', 'GET /admin'],
+      );
+      const resp = (await records()).find((r) => r.type === 'response' && r.code === 200);
+      assert.ok(resp && (resp.latencyNs ?? 0) > 0);
     });
-    const p = await dead.listen(0, '127.0.0.1');
-    const c = new RawClient(p);
-    assert.match(
-      await c.send('GET /api/v1/products HTTP/1.1\r\nHost: x\r\n\r\n', /\r\n\r\n/),
-      /^HTTP\/1\.1 503/,
-    );
-    c.sock.destroy();
-    await dead.close();
-  });
 
-  test('a regex that does not compile names the rule', () => {
-    assert.throws(
-      () => new CompiledRuleSet({ groups: [{ identities: [], rules: [{ path: '/a(' }] }] }),
-      /groups\[0\]\.rules\[0\]\.path/,
-    );
-  });
-});
+    test('rules apply per peer identity; headers and header matches', async () => {
+      peer = OTHER;
+      const c = new RawClient(portOf());
+      assert.match(await c.send('GET /api/v1/products HTTP/1.1\r\nHost: x\r\n\r\n', /denied\r\n$/), / 403 /);
+      assert.match(
+        await c.send('PUT /admin HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n', /denied\r\n$/),
+        / 403 /,
+      );
+      const ok = await c.send(
+        'PUT /admin HTTP/1.1\r\nHost: x\r\nX-Token: s3cret\r\nContent-Length: 0\r\n\r\n',
+        /\}$/,
+      );
+      assert.match(ok, / 200 /);
+      assert.match(ok, /"trace":"on"/, 'the ADD mismatch action added the header');
+      c.sock.destroy();
+      peer = FRONTEND;
+    });
 
-describe('L7 HTTP proxy: streaming', () => {
-  let backend: Server;
-  let proxy: HttpProxy;
-  let port = 0;
-  /** Resolves the backend's pending response (it streams until then). */
-  let finish: (() => void) | undefined;
-  let uploadSeen: ((chunk: string) => void) | undefined;
+    test('chunked request bodies stream through', async () => {
+      const c = new RawClient(portOf());
+      // GET with a body is unusual but legal; the rule allows GET only.
+      const res = await c.send(
+        'GET /api/v1/products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n',
+        /\}$/,
+      );
+      assert.match(res, /"body":"hello world"/);
+      c.sock.destroy();
+    });
 
-  before(async () => {
-    backend = createServer((req, res) => {
-      if (req.url === '/api/v1/products/upload') {
-        req.on('data', (d: Buffer) => uploadSeen?.(d.toString()));
-        req.on('end', () => res.end('uploaded'));
-        return;
+    test('smuggling, bad request lines and oversized headers are refused, recorded, and reach nothing', async () => {
+      // Each hides a second request (GET /admin) that a lenient parser would forward.
+      const hidden = 'GET /admin HTTP/1.1\r\nHost: x\r\n\r\n';
+      const cases: [string, string, RegExp][] = [
+        [
+          'Content-Length and Transfer-Encoding',
+          `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${hidden}`,
+          /^HTTP\/1\.1 400/,
+        ],
+        [
+          'Transfer-Encoding then Content-Length',
+          `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 48\r\n\r\n0\r\n\r\n${hidden}`,
+          /^HTTP\/1\.1 400/,
+        ],
+        [
+          'an encoding that is not chunked last',
+          `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n${hidden}`,
+          /^HTTP\/1\.1 400/,
+        ],
+        [
+          'whitespace before the colon',
+          `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n${hidden}`,
+          /^HTTP\/1\.1 400/,
+        ],
+        [
+          'two Content-Lengths',
+          `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 47\r\n\r\n${hidden}`,
+          /^HTTP\/1\.1 400/,
+        ],
+        ['a bad request line', 'GARBAGE\r\n\r\n', /^HTTP\/1\.1 400/],
+        ['a request line with a bare LF', 'GET /api/v1/products HTTP/1.1\nHost: x\n\n', /^HTTP\/1\.1 400/],
+        ['a bad version', 'GET /api/v1/products HTTP/9.9\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400/],
+        [
+          'oversized headers',
+          `GET /api/v1/products HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(8000)}\r\n\r\n`,
+          /^HTTP\/1\.1 431/,
+        ],
+        ['HTTP/1.1 without Host', 'GET /api/v1/products HTTP/1.1\r\n\r\n', /^HTTP\/1\.1 400/],
+      ];
+      for (const [what, raw, expected] of cases) {
+        const before = (await records()).length;
+        seen.length = 0;
+        const c = new RawClient(portOf());
+        const out = await c.send(raw, /\r\n\r\n/);
+        assert.match(out, expected, what);
+        await new Promise((r) => setTimeout(r, 30));
+        assert.deepEqual(seen, [], `${what}: nothing reached the backend`);
+        assert.ok(c.closed, `${what}: connection closed`);
+        const rec = (await records()).slice(before);
+        assert.ok(
+          rec.some((r) => r.verdict === 'denied' && (r.code === 400 || r.code === 431)),
+          `${what}: recorded as denied`,
+        );
       }
-      // A chunked response whose first part goes out long before the last.
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      res.write('first part\n');
-      finish = () => res.end('last part\n');
     });
-    await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
-    const backendPort = (backend.address() as { port: number }).port;
-    proxy = createHttpProxy({
-      resolve: () => ({ host: '127.0.0.1', port: backendPort, rules: allowAll, peerIdentity: FRONTEND }),
+
+    test('a denied request with a body leaves the connection usable (Content-Length and chunked)', async () => {
+      peer = FRONTEND;
+      const c = new RawClient(portOf());
+      const body = 'x'.repeat(3000);
+      const post = await c.send(
+        `POST /api/v1/products HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+        /Access denied\r\n$/,
+      );
+      assert.match(post, /^HTTP\/1\.1 403 Forbidden/);
+      const chunked = await c.send(
+        'PUT /api/v1/products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nGET \r\n0\r\n\r\n',
+        /Access denied\r\n$/,
+      );
+      assert.match(chunked, /^HTTP\/1\.1 403/);
+      seen.length = 0;
+      const ok = await c.send('GET /api/v1/products HTTP/1.1\r\nHost: x\r\n\r\n', /\}$/);
+      assert.match(ok, /^HTTP\/1\.1 200/);
+      assert.deepEqual(seen, ['GET /api/v1/products'], 'the denied bodies were not read as requests');
+      assert.equal(c.closed, false);
+      c.sock.destroy();
     });
-    port = await proxy.listen(0, '127.0.0.1');
-  });
-  after(async () => {
-    await proxy.close();
-    backend.closeAllConnections();
-    await new Promise((r) => backend.close(r));
+
+    test('hop-by-hop headers stay on their hop; an upgrade the destination declines is no tunnel; CONNECT is refused', async () => {
+      const c = new RawClient(portOf());
+      const ok = await c.send(
+        'GET /api/v1/products HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, X-Hop\r\nUpgrade: websocket\r\nX-Hop: 1\r\nX-Keep: 2\r\n\r\n',
+        /\}$/,
+      );
+      assert.match(ok, /^HTTP\/1\.1 200/);
+      // The upgrade was asked for (the rules allowed the request); this destination answered
+      // 200, so the exchange is plain HTTP and the connection ends after it.
+      assert.equal(lastHeaders.upgrade, 'websocket');
+      assert.equal(lastHeaders.connection, 'upgrade');
+      assert.equal(lastHeaders['x-hop'], undefined);
+      assert.equal(lastHeaders['x-keep'], '2');
+      await new Promise((r) => setTimeout(r, 20));
+      assert.ok(c.closed, 'no second request on a connection that asked to switch protocols');
+      // Only WebSocket is passed on: an h2c upgrade is served as HTTP/1.1, its Upgrade dropped.
+      const h2c = new RawClient(portOf());
+      const plain = await h2c.send(
+        'GET /api/v1/products HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n',
+        /\}$/,
+      );
+      assert.match(plain, /^HTTP\/1\.1 200/);
+      assert.equal(lastHeaders.upgrade, undefined);
+      assert.equal(lastHeaders['http2-settings'], undefined);
+      h2c.sock.destroy();
+      seen.length = 0;
+      const t = new RawClient(portOf());
+      const out = await t.send('CONNECT catalog:8080 HTTP/1.1\r\nHost: catalog:8080\r\n\r\n', /denied\r\n$/);
+      assert.match(out, /^HTTP\/1\.1 403/);
+      await new Promise((r) => setTimeout(r, 20));
+      assert.ok(t.closed);
+      assert.deepEqual(seen, []);
+      assert.ok((await records()).some((r) => r.method === 'CONNECT' && r.verdict === 'denied'));
+    });
+
+    test('an allowed upgrade the destination accepts (101) becomes a tunnel; a denied one never reaches it', async () => {
+      // A destination that switches to WebSocket, here an echo in capitals (no framing: bytes are bytes).
+      const heads: string[] = [];
+      const echo = netServer((s) => {
+        let head = '';
+        let switched = false;
+        s.on('data', (d: Buffer) => {
+          if (switched) {
+            s.write(d.toString().toUpperCase());
+            return;
+          }
+          head += d.toString('latin1');
+          const end = head.indexOf('\r\n\r\n');
+          if (end < 0) return;
+          heads.push(head.slice(0, end));
+          switched = true;
+          s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+          const rest = head.slice(end + 4);
+          if (rest) s.write(rest.toUpperCase());
+        });
+        s.on('error', () => {});
+      });
+      await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+      const echoPort = (echo.address() as { port: number }).port;
+      const p = await engine.start({ upstreamPort: echoPort, peer: FRONTEND, rules: RULES });
+      const pport = p.port;
+      try {
+        const c = new RawClient(pport);
+        // The first tunnel bytes ride in the same segment as the request head.
+        const first = await c.send(
+          'GET /api/v1/products/stream HTTP/1.1\r\nHost: catalog\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nhello',
+          /HELLO$/,
+        );
+        assert.match(first, /^HTTP\/1\.1 101 Switching Protocols\r\n[\s\S]*\r\n\r\nHELLO$/);
+        assert.match(heads[0]!, /^GET \/api\/v1\/products\/stream HTTP\/1\.1\r\n/);
+        assert.match(heads[0]!, /\r\nUpgrade: websocket\r\n/i);
+        assert.match(heads[0]!, /\r\nconnection: upgrade$/im);
+        // Past the 101 the bytes are the new protocol's: not parsed, not judged (as with Envoy).
+        const more = await c.send('POST /admin HTTP/1.1\r\n\r\n', /POST \/ADMIN HTTP\/1\.1\r\n\r\n$/);
+        assert.equal(more, 'POST /ADMIN HTTP/1.1\r\n\r\n');
+        assert.deepEqual(
+          (await p.records()).map((r) => [r.type, r.verdict, r.method, r.url, r.code ?? null]),
+          [
+            ['request', 'forwarded', 'GET', '/api/v1/products/stream', null],
+            ['response', 'forwarded', 'GET', '/api/v1/products/stream', 101],
+          ],
+        );
+        // Closing one end closes the other.
+        c.sock.end();
+        await new Promise((r) => setTimeout(r, 50));
+        assert.ok(c.closed);
+
+        // A denied upgrade: 403, the connection closed, the destination never asked.
+        heads.length = 0;
+        const d = new RawClient(pport);
+        const denied = await d.send(
+          'GET /admin HTTP/1.1\r\nHost: catalog\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nhello',
+          /Access denied\r\n$/,
+        );
+        assert.match(denied, /^HTTP\/1\.1 403 Forbidden/);
+        await new Promise((r) => setTimeout(r, 20));
+        assert.ok(d.closed);
+        assert.deepEqual(heads, []);
+      } finally {
+        await p.close();
+        await new Promise((r) => echo.close(r));
+      }
+    });
+
+    test('pipelined requests are answered in order, denied ones in their place', async () => {
+      peer = FRONTEND;
+      seen.length = 0;
+      const c = new RawClient(portOf());
+      const out = await c.send(
+        'GET /api/v1/products/1 HTTP/1.1\r\nHost: x\r\n\r\n' +
+          'POST /api/v1/products HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc' +
+          'GET /api/v1/products/3 HTTP/1.1\r\nHost: x\r\n\r\n',
+        /products\/3","body":""[^}]*\}$/,
+      );
+      const statuses = [...out.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]);
+      assert.deepEqual(statuses, ['200', '403', '200']);
+      assert.ok(out.indexOf('products/1') < out.indexOf('Access denied'));
+      assert.ok(out.indexOf('Access denied') < out.indexOf('products/3'));
+      assert.deepEqual(seen, ['GET /api/v1/products/1', 'GET /api/v1/products/3']);
+      c.sock.destroy();
+    });
+
+    test('HEAD responses have no body; HTTP/1.0 and Connection: close end the connection after the answer', async () => {
+      const h = new RawClient(portOf());
+      const head = await h.send('HEAD /api/v1/products HTTP/1.1\r\nHost: x\r\n\r\n', /\r\n\r\n$/);
+      assert.match(head, /^HTTP\/1\.1 200/, JSON.stringify(head));
+      const next = await h.send('GET /api/v1/products/9 HTTP/1.1\r\nHost: x\r\n\r\n', /\}$/);
+      assert.match(next, /^HTTP\/1\.1 200[\s\S]*products\/9/, JSON.stringify(head + next));
+      h.sock.destroy();
+      for (const req of [
+        'GET /api/v1/products HTTP/1.0\r\n\r\n',
+        'GET /api/v1/products HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+      ]) {
+        const c = new RawClient(portOf());
+        const out = await c.send(req, /\}$/);
+        assert.match(out, /"path":"\/api\/v1\/products"/, req);
+        await new Promise((r) => setTimeout(r, 30));
+        assert.ok(c.closed, `closed after: ${req.split('\r\n')[0]}`);
+      }
+    });
+
+    test('an unreachable upstream gives 503, not a hang', async () => {
+      const dead = await engine.start({ upstreamPort: 1, peer: FRONTEND, rules: RULES });
+      const c = new RawClient(dead.port);
+      assert.match(
+        await c.send('GET /api/v1/products HTTP/1.1\r\nHost: x\r\n\r\n', /\r\n\r\n/),
+        /^HTTP\/1\.1 503/,
+      );
+      c.sock.destroy();
+      await dead.close();
+    });
+
+    test('a regex that does not compile names the rule', () => {
+      assert.throws(
+        () => new CompiledRuleSet({ groups: [{ identities: [], rules: [{ path: '/a(' }] }] }),
+        /groups\[0\]\.rules\[0\]\.path/,
+      );
+    });
   });
 
-  const allowAll = new CompiledRuleSet({ groups: [{ identities: [], rules: [{ path: '/api/.*' }] }] });
+for (const engine of PROXY_ENGINES)
+  describe(`L7 HTTP proxy: streaming (${engine.name} engine)`, { skip: engine.skip }, () => {
+    let backend: Server;
+    let proxy: ProxyUnderTest;
+    /** Resolves the backend's pending response (it streams until then). */
+    let finish: (() => void) | undefined;
+    let uploadSeen: ((chunk: string) => void) | undefined;
 
-  test('a response streams through chunk by chunk, chunked on the wire', async () => {
-    const c = new RawClient(port);
-    const head = await c.send('GET /api/v1/products HTTP/1.1\r\nHost: x\r\n\r\n', /first part\n\r\n$/);
-    assert.match(head, /transfer-encoding: chunked/i);
-    assert.match(head, /first part/);
-    assert.doesNotMatch(head, /last part/, 'the first chunk arrived before the backend finished');
-    finish?.();
-    const rest = await c.send('', /\r\n0\r\n\r\n$/);
-    assert.match(rest, /last part/);
-    c.sock.destroy();
-  });
-
-  test('a request body streams to the destination before the client finishes it', async () => {
-    const c = new RawClient(port);
-    const got = new Promise<string>((resolve) => {
-      uploadSeen = resolve;
+    before(async () => {
+      backend = createServer((req, res) => {
+        if (req.url === '/api/v1/products/upload') {
+          req.on('data', (d: Buffer) => uploadSeen?.(d.toString()));
+          req.on('end', () => res.end('uploaded'));
+          return;
+        }
+        // A chunked response whose first part goes out long before the last.
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write('first part\n');
+        finish = () => res.end('last part\n');
+      });
+      await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
+      const backendPort = (backend.address() as { port: number }).port;
+      proxy = await engine.start({
+        upstreamPort: backendPort,
+        peer: FRONTEND,
+        rules: { [FRONTEND]: [{ path: '/api/.*' }] },
+      });
     });
-    c.sock.write(
-      'POST /api/v1/products/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\npart-1\r\n',
-    );
-    assert.equal(await got, 'part-1');
-    uploadSeen = undefined;
-    const res = await c.send('6\r\npart-2\r\n0\r\n\r\n', /uploaded/);
-    assert.match(res, /^HTTP\/1\.1 200/);
-    c.sock.destroy();
+    after(async () => {
+      await proxy.close();
+      backend.closeAllConnections();
+      await new Promise((r) => backend.close(r));
+    });
+
+    test('a response streams through chunk by chunk, chunked on the wire', async () => {
+      const c = new RawClient(proxy.port);
+      const head = await c.send('GET /api/v1/products HTTP/1.1\r\nHost: x\r\n\r\n', /first part\n\r\n$/);
+      assert.match(head, /transfer-encoding: chunked/i);
+      assert.match(head, /first part/);
+      assert.doesNotMatch(head, /last part/, 'the first chunk arrived before the backend finished');
+      finish?.();
+      const rest = await c.send('', /\r\n0\r\n\r\n$/);
+      assert.match(rest, /last part/);
+      c.sock.destroy();
+    });
+
+    test('a request body streams to the destination before the client finishes it', async () => {
+      const c = new RawClient(proxy.port);
+      const got = new Promise<string>((resolve) => {
+        uploadSeen = resolve;
+      });
+      c.sock.write(
+        'POST /api/v1/products/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\npart-1\r\n',
+      );
+      assert.equal(await got, 'part-1');
+      uploadSeen = undefined;
+      const res = await c.send('6\r\npart-2\r\n0\r\n\r\n', /uploaded/);
+      assert.match(res, /^HTTP\/1\.1 200/);
+      c.sock.destroy();
+    });
   });
-});
 
 describe('L7 HTTP proxy: which entry a connection falls under', () => {
   const rulesOf = (path: string) => [{ method: 'GET', path }];

@@ -278,6 +278,11 @@ struct config {
 	uint32_t pod_net, pod_mask; /* the node's pod CIDR, network order */
 	size_t max_header_size;
 	uint32_t idle_ms;
+	/* Tests without a datapath: every upstream goes here, every peer is this identity. */
+	uint32_t upstream_ip;
+	uint16_t upstream_port;
+	bool fixed_peer;
+	uint32_t peer_identity;
 };
 
 static struct config cfg = {
@@ -317,6 +322,7 @@ struct exchange {
 	/* For records. */
 	char *method, *url, *host; /* NUL-terminated copies */
 	char *headers;             /* packed: name\nvalue\n... (events.ts packHeaders) */
+	char *policy;              /* the entry's policy, for the response's records */
 	/* The response, as it comes. */
 	int status;
 	bool response_head_done;
@@ -531,6 +537,8 @@ static void open_maps(void)
 /* The identity the datapath decided with (main.ts #conn). */
 static uint32_t peer_identity(const struct client *c)
 {
+	if (cfg.fixed_peer)
+		return cfg.peer_identity;
 	bool ingress = c->dir == RT_INGRESS;
 	if (ct_fd >= 0) {
 		struct ct_key4 k = {
@@ -584,7 +592,7 @@ static uint32_t upstream_mark(const struct client *c)
  */
 static bool remote_pod(const struct client *c)
 {
-	if (c->dir != RT_EGRESS)
+	if (c->dir != RT_EGRESS || cfg.upstream_port)
 		return false;
 	bool cluster = c->peer >= MIN_CLUSTER_IDENTITY && c->peer < 1u << 24;
 	bool local = cfg.pod_mask && (c->dst_ip & cfg.pod_mask) == cfg.pod_net;
@@ -599,6 +607,7 @@ static void exchange_clear(struct exchange *x)
 	free(x->url);
 	free(x->host);
 	free(x->headers);
+	free(x->policy);
 	memset(x, 0, sizeof(*x));
 }
 
@@ -816,6 +825,7 @@ static void response_head(struct client *c, int status)
 		.response = true,
 		.code = status,
 		.latency_ns = (int64_t)(now_ns() - x->started),
+		.policy = x->policy,
 	};
 	record(c, &r);
 }
@@ -843,18 +853,34 @@ static void tunnel_opens(struct client *c)
  * WebSocket upgrade opens a tunnel), bodies followed to their end; everything is passed
  * to the client as it came.
  */
+/* Writes the first *at bytes of the upstream's input to the client (one write for a whole read). */
+static bool pass(struct client *c, struct upstream *u, size_t *at)
+{
+	if (!*at)
+		return true;
+	bool ok = to_client(c, buf_data(&u->in), *at);
+	buf_consume(&u->in, *at);
+	*at = 0;
+	return ok;
+}
+
 static void upstream_input(struct upstream *u)
 {
 	struct client *c = u->owner;
 	struct exchange *x = &c->x;
-	while (buf_size(&u->in) && !dead(c)) {
+	/* Bytes of u->in known to go to the client, passed together. */
+	size_t at = 0;
+	while (at < buf_size(&u->in) && !dead(c)) {
+		const char *p = buf_data(&u->in) + at;
+		size_t left = buf_size(&u->in) - at;
 		if (c->tunnel) {
-			if (to_client(c, buf_data(&u->in), buf_size(&u->in)))
-				buf_consume(&u->in, buf_size(&u->in));
-			return;
+			at += left;
+			break;
 		}
 		if (!x->active || x->action != A_FORWARD || x->response_done) {
 			/* Bytes nobody asked for: the connection cannot be trusted with another request. */
+			if (!pass(c, u, &at))
+				return;
 			u->reusable = false;
 			buf_consume(&u->in, buf_size(&u->in));
 			if (!x->active) {
@@ -864,69 +890,63 @@ static void upstream_input(struct upstream *u)
 			return;
 		}
 		if (!x->response_head_done) {
-			static struct h1_response resp;
-			struct h1_response *r = &resp;
+			static struct h1_response r;
 			const char *why = NULL;
-			int rc = h1_parse_response(buf_data(&u->in), buf_size(&u->in), MAX_RESPONSE_HEAD, r, &why);
+			int rc = h1_parse_response(p, left, MAX_RESPONSE_HEAD, &r, &why);
 			if (rc == H1_PARTIAL)
-				return;
+				break;
 			if (rc != H1_DONE) {
 				char msg[160];
 				snprintf(msg, sizeof(msg), "bad response from upstream: %s", why ? why : "malformed head");
-				upstream_failed(u, msg);
+				if (pass(c, u, &at))
+					upstream_failed(u, msg);
 				return;
 			}
-			size_t head = r->head_len;
-			int status = r->status;
-			if (status == 101 && x->websocket) {
-				response_head(c, status);
-				if (!to_client(c, buf_data(&u->in), head))
+			at += r.head_len;
+			if (r.status == 101 && x->websocket) {
+				response_head(c, r.status);
+				if (!pass(c, u, &at))
 					return;
-				buf_consume(&u->in, head);
 				tunnel_opens(c);
 				continue; /* the rest of this read is the tunnel's */
 			}
-			if (status < 200) {
-				/* Interim: another head follows. */
-				if (!to_client(c, buf_data(&u->in), head))
-					return;
-				buf_consume(&u->in, head);
-				continue;
-			}
-			h1_body_response(&u->body, r, x->head_request);
-			if (!r->keep_alive)
+			if (r.status < 200)
+				continue; /* interim: another head follows */
+			h1_body_response(&u->body, &r, x->head_request);
+			/* A body delimited by the connection's end ends the client's connection too. */
+			if (!r.keep_alive || u->body.kind == H1_BODY_EOF)
 				x->close = true;
-			response_head(c, status);
-			if (u->body.kind == H1_BODY_EOF)
-				x->close = true;
-			if (!to_client(c, buf_data(&u->in), head))
-				return;
-			buf_consume(&u->in, head);
+			response_head(c, r.status);
 			if (u->body.kind == H1_BODY_NONE) {
 				x->response_done = true;
 				u->reusable = !x->close;
+				if (!pass(c, u, &at))
+					return;
 				exchange_done(c);
-				continue;
 			}
+			continue;
 		}
 		int done = 0;
 		const char *why = NULL;
-		ssize_t n = h1_body_feed(&u->body, buf_data(&u->in), buf_size(&u->in), &done, &why);
+		ssize_t n = h1_body_feed(&u->body, p, left, &done, &why);
 		if (n < 0) {
 			char msg[160];
 			snprintf(msg, sizeof(msg), "bad response from upstream: %s", why ? why : "bad body");
-			upstream_failed(u, msg);
+			if (pass(c, u, &at))
+				upstream_failed(u, msg);
 			return;
 		}
-		if (!to_client(c, buf_data(&u->in), (size_t)n))
-			return;
-		buf_consume(&u->in, (size_t)n);
+		at += (size_t)n;
 		if (done) {
 			x->response_done = true;
 			u->reusable = !x->close;
+			if (!pass(c, u, &at))
+				return;
 			exchange_done(c);
 		}
 	}
+	if (!dead(c))
+		pass(c, u, &at);
 }
 
 /*
@@ -956,6 +976,7 @@ static void upstream_failed(struct upstream *u, const char *why)
 		.code = 503,
 		.reason = why,
 		.latency_ns = (int64_t)(now_ns() - x->started),
+		.policy = x->policy,
 	};
 	record(c, &r);
 	if (x->response_head_done) {
@@ -1346,17 +1367,22 @@ static void request_head(struct client *c, const char *buf, const struct h1_requ
 	}
 	x->action = A_FORWARD;
 	x->websocket = r->upgrade && websocket_upgrade(buf, r);
-	struct record rec = { .latency_ns = -1, .policy = rt_entry_policy(e) };
+	x->policy = strdup(rt_entry_policy(e));
+	if (!x->policy)
+		abort();
+	struct record rec = { .latency_ns = -1, .policy = x->policy };
 	record(c, &rec);
 
 	bool transparent = remote_pod(c);
 	uint32_t mark = upstream_mark(c);
-	if (c->up && (!c->up->reusable || !same_upstream(c->up, c->dst_ip, c->dst_port, mark, transparent, c))) {
+	uint32_t ip = cfg.upstream_port ? cfg.upstream_ip : c->dst_ip;
+	uint16_t port = cfg.upstream_port ? cfg.upstream_port : c->dst_port;
+	if (c->up && (!c->up->reusable || !same_upstream(c->up, ip, port, mark, transparent, c))) {
 		upstream_free(c->up);
 		c->up = NULL;
 	}
 	if (!c->up) {
-		struct upstream *u = upstream_open(c, c->dst_ip, c->dst_port, mark, transparent);
+		struct upstream *u = upstream_open(c, ip, port, mark, transparent);
 		c->up = u;
 		if (u->h.fd < 0) {
 			char msg[128];
@@ -1765,7 +1791,8 @@ static void usage(void)
 {
 	fputs("usage: hypha-http-proxy --egress-port N --ingress-port N [--address IP] [--reuse-port]\n"
 	      "         [--pin-dir DIR] [--pod-cidr CIDR] [--handoff-dir DIR]\n"
-	      "         [--max-header-size BYTES] [--idle-timeout-ms MS]\n",
+	      "         [--max-header-size BYTES] [--idle-timeout-ms MS]\n"
+	      "  for tests without a datapath: --test-upstream IP:PORT (every upstream), --test-peer-identity N\n",
 	      stderr);
 }
 
@@ -1820,6 +1847,23 @@ static int parse_args(int argc, char **argv)
 			ok = have_ingress = parse_port(v, &cfg.ingress_port);
 		else if (!strcmp(a, "--handoff-dir"))
 			cfg.handoff_dir = v;
+		else if (!strcmp(a, "--test-upstream")) {
+			char ip[INET_ADDRSTRLEN];
+			const char *colon = strrchr(v, ':');
+			ok = colon && (size_t)(colon - v) < sizeof(ip);
+			if (ok) {
+				memcpy(ip, v, (size_t)(colon - v));
+				ip[colon - v] = 0;
+				ok = inet_pton(AF_INET, ip, &cfg.upstream_ip) == 1 && parse_port(colon + 1, &cfg.upstream_port) &&
+				     cfg.upstream_port;
+			}
+		} else if (!strcmp(a, "--test-peer-identity")) {
+			char *end;
+			unsigned long n = strtoul(v, &end, 10);
+			ok = *v && !*end && n <= UINT32_MAX;
+			cfg.fixed_peer = true;
+			cfg.peer_identity = (uint32_t)n;
+		}
 		else if (!strcmp(a, "--address"))
 			ok = inet_pton(AF_INET, v, &cfg.address) == 1;
 		else if (!strcmp(a, "--pin-dir"))
