@@ -231,7 +231,7 @@ export class Agent {
       ...(config.httpProxyWorkers ? { workers: config.httpProxyWorkers } : {}),
       ...(config.httpProxyEngine ? { engine: config.httpProxyEngine } : {}),
       runDir: config.stateDir,
-      onEvent: (e) => this.flows.addL7(e),
+      onPacked: (p) => this.flows.addPacked(p),
       log: (m) => console.error(`hypha agent: ${m}`),
     });
     if (config.kubeconfig) {

@@ -23,9 +23,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Datapath } from '../datapath/index.js';
 import { errorMessage } from '../errors.js';
-import type { L7Event } from '../hubble/l7.js';
 import type { PolicyEntry, PolicyRepository } from '../policy/index.js';
-import { unpackEvent } from '../proxy/http/events.js';
 import type { EndpointsMessage, ProxyEndpoint, RedirectEntry } from '../proxy/http/rules.js';
 import { Supervisor } from './supervisor.js';
 
@@ -58,7 +56,8 @@ export interface HttpProxyManagerOptions {
   engine?: HttpProxyEngine;
   /** A root-only directory for the HTTP/2 handoff sockets (the native engine's). */
   runDir: string;
-  onEvent(e: L7Event): void;
+  /** A record as the workers pack it (events.ts), unchecked. */
+  onPacked(p: unknown): void;
   log(line: string): void;
 }
 
@@ -327,16 +326,7 @@ export class HttpProxyManager {
         remove: [],
       } satisfies EndpointsMessage);
     } else if (msg?.type === 'l7' && Array.isArray(msg.packed)) {
-      for (const p of msg.packed) {
-        let e: L7Event;
-        try {
-          e = unpackEvent(p);
-        } catch (err) {
-          this.#o.log(`http proxy: ${errorMessage(err)}`);
-          continue;
-        }
-        this.#o.onEvent(e);
-      }
+      for (const p of msg.packed) this.#o.onPacked(p);
     }
   }
 }

@@ -295,19 +295,18 @@ export class FlowBuilder {
    * on L3/L4 flows, and the policy that decided in allowed_by/denied_by. Call
    * `validateL7Event` first; past it the event is trusted.
    */
-  buildL7(ev: L7Event): Flow {
-    const e = this.#e;
+  buildL7(
+    ev: L7Event,
+    c: L7Capture = this.captureL7(
+      ev.endpointId,
+      ev.trafficDirection === 'EGRESS',
+      ev.type === 'request',
+      ev.source,
+      ev.destination,
+    ),
+  ): Flow {
     const egress = ev.trafficDirection === 'EGRESS';
-    // The local endpoint sent the request on egress and received it on ingress; a response
-    // travels the other way.
-    const localIsSource = egress === (ev.type === 'request');
-    const local = ev.endpointId ? e.endpointById?.(ev.endpointId) : undefined;
-    const source = this.#endpoint(ev.source.ip, ev.source.identity, localIsSource ? local : undefined);
-    const destination = this.#endpoint(
-      ev.destination.ip,
-      ev.destination.identity,
-      localIsSource ? undefined : local,
-    );
+    const { source, destination } = c;
     const ports = {
       ...(ev.source.port ? { source_port: ev.source.port } : {}),
       ...(ev.destination.port ? { destination_port: ev.destination.port } : {}),
@@ -331,10 +330,8 @@ export class FlowBuilder {
     f.Type = 'L7';
     if (this.nodeName) f.node_name = this.nodeName;
     if (this.#nodeLabels.length) f.node_labels = this.#nodeLabels as string[];
-    const sourceNames = e.namesOf?.(destination.ID ?? 0, ev.source.ip);
-    const destinationNames = e.namesOf?.(source.ID ?? 0, ev.destination.ip);
-    if (sourceNames?.length) f.source_names = [...sourceNames];
-    if (destinationNames?.length) f.destination_names = [...destinationNames];
+    if (c.sourceNames?.length) f.source_names = [...c.sourceNames];
+    if (c.destinationNames?.length) f.destination_names = [...c.destinationNames];
     f.l7 = {
       type: isResponse ? 'RESPONSE' : 'REQUEST',
       ...(latency ? { latency_ns: String(latency) } : {}),
@@ -372,10 +369,8 @@ export class FlowBuilder {
     }
     if (isResponse) f.reply = true;
     f.event_type = { type: MessageType.AccessLog };
-    const srcService = e.serviceByAddr?.(ev.source.ip, ev.source.port);
-    const dstService = e.serviceByAddr?.(ev.destination.ip, ev.destination.port);
-    if (srcService) f.source_service = srcService;
-    if (dstService) f.destination_service = dstService;
+    if (c.sourceService) f.source_service = c.sourceService;
+    if (c.destinationService) f.destination_service = c.destinationService;
     f.traffic_direction = ev.trafficDirection;
     f.is_reply = isResponse;
     // A message the proxy could not read has no record to summarize: the reason stands in.
@@ -400,6 +395,37 @@ export class FlowBuilder {
       f[key] = list;
     }
     return f;
+  }
+
+  /**
+   * What an L7 flow takes from the enrichment, looked up when the event comes (so that a
+   * flow built later names what was there then): the endpoints of both sides (shared
+   * messages, no copies), their DNS names and services.
+   */
+  captureL7(
+    endpointId: number,
+    egress: boolean,
+    isRequest: boolean,
+    src: { ip: string; port: number; identity: number },
+    dst: { ip: string; port: number; identity: number },
+  ): L7Capture {
+    const e = this.#e;
+    // The local endpoint sent the request on egress and received it on ingress; a response
+    // travels the other way.
+    const localIsSource = egress === isRequest;
+    const local = endpointId ? e.endpointById?.(endpointId) : undefined;
+    const source = this.#endpoint(src.ip, src.identity, localIsSource ? local : undefined);
+    const destination = this.#endpoint(dst.ip, dst.identity, localIsSource ? undefined : local);
+    const c: L7Capture = { source, destination };
+    const sourceNames = e.namesOf?.(destination.ID ?? 0, src.ip);
+    const destinationNames = e.namesOf?.(source.ID ?? 0, dst.ip);
+    const sourceService = e.serviceByAddr?.(src.ip, src.port);
+    const destinationService = e.serviceByAddr?.(dst.ip, dst.port);
+    if (sourceNames?.length) c.sourceNames = sourceNames;
+    if (destinationNames?.length) c.destinationNames = destinationNames;
+    if (sourceService) c.sourceService = sourceService;
+    if (destinationService) c.destinationService = destinationService;
+    return c;
   }
 
   /**
@@ -466,6 +492,16 @@ export class FlowBuilder {
 }
 
 const NO_LABELS: readonly string[] = [];
+
+/** The enrichment of one L7 flow (FlowBuilder.captureL7). */
+export interface L7Capture {
+  source: Endpoint;
+  destination: Endpoint;
+  sourceNames?: readonly string[];
+  destinationNames?: readonly string[];
+  sourceService?: Service;
+  destinationService?: Service;
+}
 
 function makeEndpoint(info: EndpointInfo | undefined, identity: number, labels: readonly string[]): Endpoint {
   const cluster =

@@ -17,7 +17,29 @@ import {
 } from './flow.js';
 
 /** What the ring holds: the oneof of observer.proto's GetFlowsResponse. */
-export type RingEvent = { flow: Flow } | { lost_events: LostEvent };
+export type RingEvent = { readonly flow: Flow } | { lost_events: LostEvent };
+
+/**
+ * A flow made when first read, then kept: most flows are never read (the ring overwrites
+ * them unseen), and for a busy L7 proxy making each one cost the agent more CPU than the
+ * proxying did. `build` must not fail (its input is checked when written).
+ */
+class LazyFlow {
+  #build: (() => Flow) | undefined;
+  #flow: Flow | undefined;
+
+  constructor(build: () => Flow) {
+    this.#build = build;
+  }
+
+  get flow(): Flow {
+    if (this.#build) {
+      this.#flow = this.#build();
+      this.#build = undefined;
+    }
+    return this.#flow!;
+  }
+}
 
 export interface RingEntry {
   /** Position in the write sequence; -1 for a lost-event notice made for one reader. */
@@ -116,6 +138,12 @@ export class FlowRing {
   writeFlow(flow: Flow, ns?: bigint): RingEntry {
     this.#seenFlows++;
     return this.#write({ flow }, ns ?? (flow.time ? parseTimestamp(flow.time) : undefined) ?? nowNs());
+  }
+
+  /** A flow built by `build` when something reads it (LazyFlow), at `ns`. */
+  writeLazyFlow(build: () => Flow, ns: bigint): RingEntry {
+    this.#seenFlows++;
+    return this.#write(new LazyFlow(build), ns);
   }
 
   /**

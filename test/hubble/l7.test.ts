@@ -24,6 +24,7 @@ import {
   validateL7Event,
 } from '../../src/hubble/index.js';
 import { PolicyRepository } from '../../src/policy/index.js';
+import { F_RESPONSE } from '../../src/proxy/http/events.js';
 import { packet } from '../helpers/packet.js';
 import { builder, event, WALL_MS } from './fixtures.js';
 
@@ -256,6 +257,63 @@ function agentFlows(): AgentFlows {
     service: () => undefined,
   });
 }
+
+test('packed HTTP events from the proxy: the same flows, made when read; bad ones counted', () => {
+  const packed = (flags: number, code: number, latency: number): unknown[] => [
+    1_700_000_000_123,
+    flags,
+    101,
+    flags & F_RESPONSE ? '10.0.2.7' : '10.0.1.5',
+    flags & F_RESPONSE ? 8080 : 40000,
+    flags & F_RESPONSE ? 5678 : 1234,
+    flags & F_RESPONSE ? '10.0.1.5' : '10.0.2.7',
+    flags & F_RESPONSE ? 40000 : 8080,
+    flags & F_RESPONSE ? 1234 : 5678,
+    code,
+    'GET',
+    'http://catalog:8080/api/v1/products',
+    'HTTP/1.1',
+    latency,
+    'CiliumNetworkPolicy/production/catalog-l7-policy',
+    '',
+    'host\ncatalog:8080',
+  ];
+  const lazy = agentFlows();
+  const eager = agentFlows();
+  eager.metrics = new HubbleMetrics();
+  for (const p of [packed(0, 0, -1), packed(F_RESPONSE, 200, 1_500_000)]) {
+    lazy.addPacked(p);
+    eager.addPacked(p);
+  }
+  const without = (f: Flow) => ({ ...f, uuid: '' });
+  for (const i of [0, 1]) {
+    const a = lazy.ring.at(i)!.event;
+    const b = eager.ring.at(i)!.event;
+    assert.ok('flow' in a && 'flow' in b);
+    assert.deepEqual(without(a.flow), without(b.flow));
+    assert.equal(a.flow, a.flow, 'made once, then kept (one UUID)');
+  }
+  const req = (lazy.ring.at(0)!.event as { flow: Flow }).flow;
+  assert.equal(req.source?.pod_name, 'frontend-abc');
+  assert.equal(req.destination?.pod_name, 'catalog-7d9f8b6c5d-x2x4q');
+  assert.equal(req.l7?.http?.url, 'http://catalog:8080/api/v1/products');
+  assert.equal(req.ingress_allowed_by?.[0]?.name, 'catalog-l7-policy');
+  assert.equal((lazy.ring.at(1)!.event as { flow: Flow }).flow.l7?.latency_ns, '1500000');
+  assert.match(eager.metrics.render(), /hubble_http_requests_total\{[^}]*\} 1/);
+
+  for (const bad of [
+    'nope',
+    [1],
+    packed(0, 0, -1).map((v, i) => (i === 3 ? '10.0.1' : v)),
+    packed(0, 0, -1).map((v, i) => (i === 4 ? 70000 : v)),
+    packed(0, 0, -1).map((v, i) => (i === 9 ? 1000 : v)),
+    packed(0, 0, -1).map((v, i) => (i === 16 ? null : v)),
+  ])
+    lazy.addPacked(bad);
+  assert.equal(lazy.ring.stats.seenFlows, 2, 'nothing bad is stored');
+  assert.equal(lazy.l7Errors, 6);
+  assert.match(lazy.lastL7Error ?? '', /headers null/);
+});
 
 test('the agent stores L7 flows, counts bad events, and learns names from DNS answers', () => {
   const flows = agentFlows();

@@ -48,6 +48,62 @@ export function packHeaders(h: readonly { key: string; value: string }[]): strin
   return s;
 }
 
+const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+
+function isUint(v: unknown, max: number): boolean {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max;
+}
+
+/**
+ * Checks a packed event as validateL7Event checks the event it stands for, without making
+ * it: the agent stores packed events and makes flows of them only when read. Throws a
+ * TypeError naming the field.
+ */
+export function checkPacked(p: unknown): PackedEvent {
+  const fail = (field: string, v: unknown): never => {
+    throw new TypeError(`packed L7 event: ${field} ${JSON.stringify(v)} is not valid`);
+  };
+  if (!Array.isArray(p) || p.length !== 17) throw new TypeError('not a packed L7 event');
+  const [
+    time,
+    flags,
+    ep,
+    sip,
+    sport,
+    sid,
+    dip,
+    dport,
+    did,
+    code,
+    method,
+    url,
+    protocol,
+    latency,
+    policy,
+    reason,
+    hdrs,
+  ] = p as unknown[];
+  if (typeof time !== 'number' || !Number.isFinite(time) || time < 0) fail('time', time);
+  if (!isUint(flags, 15)) fail('flags', flags);
+  if (!isUint(ep, 0xffff)) fail('endpointId', ep);
+  if (typeof sip !== 'string' || !IPV4.test(sip)) fail('source.ip', sip);
+  if (typeof dip !== 'string' || !IPV4.test(dip)) fail('destination.ip', dip);
+  if (!isUint(sport, 65535)) fail('source.port', sport);
+  if (!isUint(dport, 65535)) fail('destination.port', dport);
+  if (!isUint(sid, 0xffffffff)) fail('source.identity', sid);
+  if (!isUint(did, 0xffffffff)) fail('destination.identity', did);
+  if (!isUint(code, 999)) fail('http.code', code);
+  if (typeof method !== 'string') fail('http.method', method);
+  if (typeof url !== 'string') fail('http.url', url);
+  if (typeof protocol !== 'string') fail('http.protocol', protocol);
+  if (typeof latency !== 'number' || !(latency === -1 || (Number.isFinite(latency) && latency >= 0)))
+    fail('latencyNs', latency);
+  if (typeof policy !== 'string' || (policy !== '' && policy.split('/').length < 3)) fail('policy', policy);
+  if (typeof reason !== 'string') fail('reason', reason);
+  if (typeof hdrs !== 'string') fail('headers', hdrs);
+  return p as PackedEvent;
+}
+
 /** The event a packed one stands for; throws a TypeError on something that is not one. */
 export function unpackEvent(p: unknown): L7Event {
   if (!Array.isArray(p) || p.length !== 17) throw new TypeError('not a packed L7 event');
