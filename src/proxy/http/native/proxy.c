@@ -319,14 +319,33 @@ struct exchange {
 	bool request_done, response_done;
 	bool head_request;   /* HEAD: the response has no body */
 	struct h1_body body; /* the request body's framing */
-	/* For records. */
-	char *method, *url, *host; /* NUL-terminated copies */
-	char *headers;             /* packed: name\nvalue\n... (events.ts packHeaders) */
-	char *policy;              /* the entry's policy, for the response's records */
+	/*
+	 * For records, NUL-terminated in `text` (kept between exchanges: no allocation per
+	 * request): method, URL, host, the headers packed (name\nvalue\n..., events.ts
+	 * packHeaders), the entry's policy (NO_TEXT: none).
+	 */
+	struct buf text;
+	uint32_t method, url, host, headers, policy;
 	/* The response, as it comes. */
 	int status;
 	bool response_head_done;
 };
+
+#define NO_TEXT UINT32_MAX
+
+static const char *xtext(const struct exchange *x, uint32_t off)
+{
+	return x->active && off != NO_TEXT && off < x->text.len ? x->text.p + off : "";
+}
+
+/* Appends a NUL-terminated string to the exchange's text; returns its offset. */
+static uint32_t xadd(struct exchange *x, const char *p, size_t n)
+{
+	uint32_t off = (uint32_t)x->text.len;
+	buf_add(&x->text, p, n);
+	buf_add(&x->text, "", 1);
+	return off;
+}
 
 struct upstream;
 
@@ -338,6 +357,7 @@ struct client {
 	/* The connection's endpoint and peer, once found (as main.ts caches them). */
 	bool resolved;
 	uint32_t endpoint_id, endpoint_identity, peer;
+	char src_str[INET_ADDRSTRLEN], dst_str[INET_ADDRSTRLEN];
 	struct buf in, out;
 	struct exchange x;
 	struct upstream *up;
@@ -464,55 +484,96 @@ struct record {
  * One packed event (events.ts PackedEvent): a request goes from client to server, a
  * response back; identities as main.ts #record assigns them.
  */
+static void buf_u64(struct buf *b, uint64_t v)
+{
+	char tmp[24], *e = tmp + sizeof(tmp), *p = e;
+	do
+		*--p = (char)('0' + v % 10);
+	while ((v /= 10));
+	buf_add(b, p, (size_t)(e - p));
+}
+
+static void buf_i64(struct buf *b, int64_t v)
+{
+	if (v < 0) {
+		buf_add(b, "-", 1);
+		buf_u64(b, (uint64_t)0 - (uint64_t)v);
+	} else {
+		buf_u64(b, (uint64_t)v);
+	}
+}
+
+/* `"ip",port,identity,` */
+static void buf_end(struct buf *b, const char *ip, uint16_t port, uint32_t identity)
+{
+	buf_add(b, "\"", 1);
+	buf_str(b, ip);
+	buf_add(b, "\",", 2);
+	buf_u64(b, port);
+	buf_add(b, ",", 1);
+	buf_u64(b, identity);
+	buf_add(b, ",", 1);
+}
+
 static void record(struct client *c, const struct record *r)
 {
 	uint32_t local = c->resolved ? c->endpoint_identity : 0;
 	uint32_t peer = c->resolved ? c->peer : 0;
 	bool ingress = c->dir == RT_INGRESS;
 	uint32_t client_id = ingress ? peer : local, server_id = ingress ? local : peer;
-	char sip[INET_ADDRSTRLEN], dip[INET_ADDRSTRLEN];
-	ip_str(c->src_ip, sip);
-	ip_str(c->dst_ip, dip);
 	const struct exchange *x = &c->x;
-	const char *method = x->active && x->method ? x->method : "";
-	const char *url = x->active && x->url ? x->url : "";
-	const char *host = x->active && x->host ? x->host : "";
-	const char *headers = x->active && x->headers ? x->headers : "";
+	const char *url = xtext(x, x->url), *host = xtext(x, x->host);
 
 	if (batch_events)
-		buf_str(&batch, ",");
+		buf_add(&batch, ",", 1);
 	else
 		batch_since = now_ns();
 	int flags = (r->response ? F_RESPONSE : 0) | r->verdict | (ingress ? 0 : F_EGRESS);
-	buf_printf(&batch, "[%llu,%d,%u,", (unsigned long long)wall_ms(), flags, c->resolved ? c->endpoint_id : 0);
-	if (r->response)
-		buf_printf(&batch, "\"%s\",%u,%u,\"%s\",%u,%u,", dip, c->dst_port, server_id, sip, c->src_port, client_id);
-	else
-		buf_printf(&batch, "\"%s\",%u,%u,\"%s\",%u,%u,", sip, c->src_port, client_id, dip, c->dst_port, server_id);
-	buf_printf(&batch, "%d,", r->code);
-	buf_json(&batch, method, strlen(method));
-	buf_str(&batch, ",");
+	buf_add(&batch, "[", 1);
+	buf_u64(&batch, wall_ms());
+	buf_add(&batch, ",", 1);
+	buf_u64(&batch, (uint64_t)flags);
+	buf_add(&batch, ",", 1);
+	buf_u64(&batch, c->resolved ? c->endpoint_id : 0);
+	buf_add(&batch, ",", 1);
+	if (r->response) {
+		buf_end(&batch, c->dst_str, c->dst_port, server_id);
+		buf_end(&batch, c->src_str, c->src_port, client_id);
+	} else {
+		buf_end(&batch, c->src_str, c->src_port, client_id);
+		buf_end(&batch, c->dst_str, c->dst_port, server_id);
+	}
+	buf_u64(&batch, (uint64_t)r->code);
+	buf_add(&batch, ",", 1);
+	buf_json(&batch, xtext(x, x->method), strlen(xtext(x, x->method)));
+	buf_add(&batch, ",", 1);
 	/* Origin-form URLs are made absolute with the authority, as Hubble shows them. */
 	if (!*url || !strncasecmp(url, "http://", 7) || !strncasecmp(url, "https://", 8)) {
 		buf_json(&batch, url, strlen(url));
 	} else {
-		struct buf u = { 0 };
+		static struct buf u;
+		buf_consume(&u, buf_size(&u));
 		buf_str(&u, "http://");
-		if (*host)
+		if (*host) {
 			buf_str(&u, host);
-		else
-			buf_printf(&u, "%s:%u", dip, c->dst_port);
+		} else {
+			buf_str(&u, c->dst_str);
+			buf_add(&u, ":", 1);
+			buf_u64(&u, c->dst_port);
+		}
 		buf_str(&u, url);
 		buf_json(&batch, buf_data(&u), buf_size(&u));
-		buf_free(&u);
 	}
-	buf_printf(&batch, ",\"HTTP/1.%d\",%lld,", x->active ? x->minor : 1, (long long)r->latency_ns);
+	buf_str(&batch, x->active && x->minor == 0 ? ",\"HTTP/1.0\"," : ",\"HTTP/1.1\",");
+	buf_i64(&batch, r->latency_ns);
+	buf_add(&batch, ",", 1);
 	buf_json(&batch, r->policy ? r->policy : "", r->policy ? strlen(r->policy) : 0);
-	buf_str(&batch, ",");
+	buf_add(&batch, ",", 1);
 	buf_json(&batch, r->reason ? r->reason : "", r->reason ? strlen(r->reason) : 0);
-	buf_str(&batch, ",");
+	buf_add(&batch, ",", 1);
+	const char *headers = xtext(x, x->headers);
 	buf_json(&batch, headers, strlen(headers));
-	buf_str(&batch, "]");
+	buf_add(&batch, "]", 1);
 	if (++batch_events >= BATCH_EVENTS)
 		batch_send();
 }
@@ -603,12 +664,10 @@ static bool remote_pod(const struct client *c)
 
 static void exchange_clear(struct exchange *x)
 {
-	free(x->method);
-	free(x->url);
-	free(x->host);
-	free(x->headers);
-	free(x->policy);
+	struct buf text = x->text;
 	memset(x, 0, sizeof(*x));
+	text.off = text.len = 0;
+	x->text = text;
 }
 
 /*
@@ -676,7 +735,7 @@ static void bury(void)
 			struct client *c = graves[i].p;
 			buf_free(&c->in);
 			buf_free(&c->out);
-			exchange_clear(&c->x);
+			buf_free(&c->x.text);
 			free(c);
 		} else {
 			struct upstream *u = graves[i].p;
@@ -825,7 +884,7 @@ static void response_head(struct client *c, int status)
 		.response = true,
 		.code = status,
 		.latency_ns = (int64_t)(now_ns() - x->started),
-		.policy = x->policy,
+		.policy = x->policy == NO_TEXT ? NULL : xtext(x, x->policy),
 	};
 	record(c, &r);
 }
@@ -976,7 +1035,7 @@ static void upstream_failed(struct upstream *u, const char *why)
 		.code = 503,
 		.reason = why,
 		.latency_ns = (int64_t)(now_ns() - x->started),
-		.policy = x->policy,
+		.policy = x->policy == NO_TEXT ? NULL : xtext(x, x->policy),
 	};
 	record(c, &r);
 	if (x->response_head_done) {
@@ -1059,16 +1118,6 @@ static bool same_upstream(const struct upstream *u, uint32_t ip, uint16_t port, 
 static bool name_is(const char *buf, struct h1_slice s, const char *name)
 {
 	return s.len == strlen(name) && !strncasecmp(buf + s.off, name, s.len);
-}
-
-static char *dup_slice(const char *buf, struct h1_slice s)
-{
-	char *p = malloc(s.len + 1);
-	if (!p)
-		abort();
-	memcpy(p, buf + s.off, s.len);
-	p[s.len] = 0;
-	return p;
 }
 
 /* Hop-by-hop fields (RFC 9110 §7.6.1) describe one connection, not the message. */
@@ -1168,30 +1217,25 @@ static void upstream_head(struct buf *o, const char *buf, const struct h1_reques
 	buf_str(o, "\r\n");
 }
 
-/* Header names lower-cased, name\nvalue pairs (events.ts packHeaders). */
-static char *packed_headers(const char *buf, const struct h1_request *r)
+/* Header names lower-cased, name\nvalue pairs (events.ts packHeaders), into the exchange's text. */
+static uint32_t packed_headers(struct exchange *x, const char *buf, const struct h1_request *r)
 {
-	struct buf o = { 0 };
+	struct buf *o = &x->text;
+	uint32_t off = (uint32_t)o->len;
 	for (uint32_t i = 0; i < r->nfields; i++) {
 		const struct h1_field *f = &r->fields[i];
 		if (i)
-			buf_str(&o, "\n");
-		buf_reserve(&o, f->name.len);
+			buf_add(o, "\n", 1);
+		buf_reserve(o, f->name.len);
 		for (uint32_t j = 0; j < f->name.len; j++) {
 			char ch = buf[f->name.off + j];
-			o.p[o.len++] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+			o->p[o->len++] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
 		}
-		buf_str(&o, "\n");
-		buf_add(&o, buf + f->value.off, f->value.len);
+		buf_add(o, "\n", 1);
+		buf_add(o, buf + f->value.off, f->value.len);
 	}
-	buf_add(&o, "", 1);
-	char *s = o.p;
-	if (!s) {
-		s = strdup("");
-		if (!s)
-			abort();
-	}
-	return s;
+	buf_add(o, "", 1);
+	return off;
 }
 
 /* The request as the rules see it: method, path without the query, host, fields. */
@@ -1295,11 +1339,8 @@ static void handoff(struct client *c)
 		return;
 	}
 	c->up = u;
-	char sip[INET_ADDRSTRLEN], dip[INET_ADDRSTRLEN];
-	ip_str(c->src_ip, sip);
-	ip_str(c->dst_ip, dip);
 	struct buf line = { 0 };
-	buf_printf(&line, "PROXY TCP4 %s %s %u %u\r\n", sip, dip, c->src_port, c->dst_port);
+	buf_printf(&line, "PROXY TCP4 %s %s %u %u\r\n", c->src_str, c->dst_str, c->src_port, c->dst_port);
 	buf_add(&u->out, buf_data(&line), buf_size(&line));
 	buf_free(&line);
 	buf_add(&u->out, buf_data(&c->in), buf_size(&c->in));
@@ -1315,25 +1356,22 @@ static const char PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 static void request_head(struct client *c, const char *buf, const struct h1_request *r)
 {
 	struct exchange *x = &c->x;
-	memset(x, 0, sizeof(*x));
+	exchange_clear(x);
 	x->active = true;
 	x->started = now_ns();
 	x->minor = r->minor;
 	x->close = !r->keep_alive || r->upgrade;
-	x->method = dup_slice(buf, r->method);
-	x->url = dup_slice(buf, r->target);
+	x->method = xadd(x, buf + r->method.off, r->method.len);
+	x->url = xadd(x, buf + r->target.off, r->target.len);
+	x->policy = NO_TEXT;
 	x->head_request = r->method.len == 4 && !memcmp(buf + r->method.off, "HEAD", 4);
-	x->headers = packed_headers(buf, r);
+	x->headers = packed_headers(x, buf, r);
 	h1_body_request(&x->body, r);
 	/* Known at once for a request without a body (an upstream failure then keeps the connection). */
 	x->request_done = x->body.kind == H1_BODY_NONE;
 	static struct view v;
 	make_view(&v, buf, r);
-	x->host = malloc(v.req.host_len + 1);
-	if (!x->host)
-		abort();
-	memcpy(x->host, v.req.host, v.req.host_len);
-	x->host[v.req.host_len] = 0;
+	x->host = xadd(x, v.req.host, v.req.host_len);
 
 	if (r->method.len == 7 && !memcmp(buf + r->method.off, "CONNECT", 7)) {
 		/* A CONNECT tunnel would carry bytes no rule looks at. */
@@ -1367,10 +1405,9 @@ static void request_head(struct client *c, const char *buf, const struct h1_requ
 	}
 	x->action = A_FORWARD;
 	x->websocket = r->upgrade && websocket_upgrade(buf, r);
-	x->policy = strdup(rt_entry_policy(e));
-	if (!x->policy)
-		abort();
-	struct record rec = { .latency_ns = -1, .policy = x->policy };
+	const char *policy = rt_entry_policy(e);
+	x->policy = xadd(x, policy, strlen(policy));
+	struct record rec = { .latency_ns = -1, .policy = policy };
 	record(c, &rec);
 
 	bool transparent = remote_pod(c);
@@ -1631,6 +1668,8 @@ static void upstream_event(struct upstream *u, uint32_t ev)
 		client_process(c);
 }
 
+static bool accept_paused;
+
 static void accept_clients(struct listener *l)
 {
 	for (;;) {
@@ -1640,9 +1679,18 @@ static void accept_clients(struct listener *l)
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
-			if (errno != EAGAIN)
-				logf_("accept: %s", strerror(errno));
-			return;
+			if (errno == EAGAIN)
+				return;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				/* Out of descriptors: stop accepting for a moment rather than spin. */
+				logf_("accept: %s (pausing for a second)", strerror(errno));
+				watch(&l->h, 0);
+				accept_paused = true;
+				return;
+			}
+			/* The listener itself is broken (e.g. destroyed from outside): let the agent restart us. */
+			logf_("accept: %s", strerror(errno));
+			exit(1);
 		}
 		struct sockaddr_in local;
 		socklen_t llen = sizeof(local);
@@ -1660,6 +1708,8 @@ static void accept_clients(struct listener *l)
 		c->src_port = ntohs(peer.sin_port);
 		c->dst_ip = local.sin_addr.s_addr;
 		c->dst_port = ntohs(local.sin_port);
+		ip_str(c->src_ip, c->src_str);
+		ip_str(c->dst_ip, c->dst_str);
 		c->last_active = now_ns();
 		c->next = clients;
 		if (clients)
@@ -1968,6 +2018,12 @@ int main(int argc, char **argv)
 		if (batch_events && now - batch_since >= BATCH_MS * 1000000ull)
 			batch_send();
 		if (now - last_sweep >= 1000000000ull) {
+			if (accept_paused) {
+				accept_paused = false;
+				for (size_t i = 0; i < 2; i++)
+					if (listeners[i].h.fd >= 0)
+						watch(&listeners[i].h, EPOLLIN);
+			}
 			sweep_idle(now);
 			bury();
 			last_sweep = now;
