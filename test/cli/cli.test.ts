@@ -89,7 +89,7 @@ test('hypha agent checks its Hubble TLS flags before it starts anything', () => 
   assert.match(missing.stderr, /--hubble-tls-cert-file: .*no such file/i);
 });
 
-test('hypha agent checks --http-proxy-workers before it starts anything', () => {
+test('hypha agent checks --http-proxy-workers and --http-proxy-engine before it starts anything', () => {
   for (const bad of ['0', '65', '1.5', 'all']) {
     const r = hypha(
       'agent',
@@ -103,4 +103,15 @@ test('hypha agent checks --http-proxy-workers before it starts anything', () => 
     assert.equal(r.status, 2, bad);
     assert.match(r.stderr, /--http-proxy-workers: ".*" is not a whole number (from 1 )?(up )?to 64/, bad);
   }
+  const r = hypha(
+    'agent',
+    '--node',
+    'hyworkers',
+    '--pod-cidr',
+    '10.250.0.0/24',
+    '--http-proxy-engine',
+    'envoy',
+  );
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /--http-proxy-engine: "envoy" is not native or node/);
 });

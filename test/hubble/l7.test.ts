@@ -304,14 +304,17 @@ test('packed HTTP events from the proxy: the same flows, made when read; bad one
   for (const bad of [
     'nope',
     [1],
-    packed(0, 0, -1).map((v, i) => (i === 3 ? '10.0.1' : v)),
+    ...['10.0.1', '10.0.1.5.6', '10.0.01.5', '256.0.1.5', '10..1.5', ' 10.0.1.5', ''].map((ip) =>
+      packed(0, 0, -1).map((v, i) => (i === 3 ? ip : v)),
+    ),
+    packed(0, 0, -1).map((v, i) => (i === 14 ? 'CiliumNetworkPolicy' : v)),
     packed(0, 0, -1).map((v, i) => (i === 4 ? 70000 : v)),
     packed(0, 0, -1).map((v, i) => (i === 9 ? 1000 : v)),
     packed(0, 0, -1).map((v, i) => (i === 16 ? null : v)),
   ])
     lazy.addPacked(bad);
   assert.equal(lazy.ring.stats.seenFlows, 2, 'nothing bad is stored');
-  assert.equal(lazy.l7Errors, 6);
+  assert.equal(lazy.l7Errors, 13);
   assert.match(lazy.lastL7Error ?? '', /headers null/);
 });
 

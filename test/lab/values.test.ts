@@ -58,8 +58,16 @@ test('bad values are usage errors naming the file or flag', () => {
 });
 
 test("the proxies' values: checked before anything starts, then applied", () => {
-  const ok = reviewValues(loadValues([], ['httpProxy.workers=3', 'dnsProxy.minTtl=30']));
+  const ok = reviewValues(
+    loadValues([], ['httpProxy.workers=3', 'dnsProxy.minTtl=30', 'httpProxy.engine=node']),
+  );
   assert.equal(ok.find((r) => r.key === 'httpProxy.workers')?.state, 'applied');
+  assert.equal(ok.find((r) => r.key === 'httpProxy.engine')?.state, 'applied');
+  assert.throws(
+    () => reviewValues(loadValues([], ['httpProxy.engine=envoy'])),
+    (e: unknown) =>
+      e instanceof UsageError && /^httpProxy\.engine: envoy is not native or node/.test(e.message),
+  );
   assert.equal(ok.find((r) => r.key === 'dnsProxy.minTtl')?.state, 'applied');
   for (const bad of ['httpProxy.workers=0', 'httpProxy.workers=65', 'httpProxy.workers=two'])
     assert.throws(

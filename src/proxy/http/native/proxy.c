@@ -109,8 +109,8 @@ _Static_assert(sizeof(struct ipcache_info) == 12, "ipcache_info layout");
 /* Bytes read at once. */
 #define READ_CHUNK (64 * 1024)
 /* Records per IPC message, and how long a record may wait for company (ms). */
-#define BATCH_EVENTS 64
-#define BATCH_MS 5
+#define BATCH_EVENTS 256
+#define BATCH_MS 20
 /* Records not yet taken by the agent beyond this are dropped (and counted). */
 #define MAX_IPC_BACKLOG (16 << 20)
 #define MAX_EDITS 32
