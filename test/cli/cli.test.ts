@@ -90,28 +90,14 @@ test('hypha agent checks its Hubble TLS flags before it starts anything', () => 
 });
 
 test('hypha agent checks --http-proxy-workers and --http-proxy-engine before it starts anything', () => {
+  const agent = (...flags: string[]) =>
+    hypha('agent', '--node', 'hyworkers', '--pod-cidr', '10.250.0.0/24', ...flags);
   for (const bad of ['0', '65', '1.5', 'all']) {
-    const r = hypha(
-      'agent',
-      '--node',
-      'hyworkers',
-      '--pod-cidr',
-      '10.250.0.0/24',
-      '--http-proxy-workers',
-      bad,
-    );
+    const r = agent('--http-proxy-workers', bad);
     assert.equal(r.status, 2, bad);
     assert.match(r.stderr, /--http-proxy-workers: ".*" is not a whole number (from 1 )?(up )?to 64/, bad);
   }
-  const r = hypha(
-    'agent',
-    '--node',
-    'hyworkers',
-    '--pod-cidr',
-    '10.250.0.0/24',
-    '--http-proxy-engine',
-    'envoy',
-  );
+  const r = agent('--http-proxy-engine', 'envoy');
   assert.equal(r.status, 2);
   assert.match(r.stderr, /--http-proxy-engine: "envoy" is not native or node/);
 });

@@ -74,9 +74,33 @@ function isPolicyName(s: string): boolean {
   return s === '' || (a > 0 && s.indexOf('/', a + 1) > a);
 }
 
-function isUint(v: unknown, max: number): boolean {
-  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max;
-}
+const uint =
+  (max: number) =>
+  (v: unknown): boolean =>
+    typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max;
+const str = (v: unknown): boolean => typeof v === 'string';
+const ipv4 = (v: unknown): boolean => typeof v === 'string' && isIPv4(v);
+
+/** Each field of a packed event with its check, in order (as validateL7Event checks an L7Event). */
+const PACKED_FIELDS: readonly [string, (v: unknown) => boolean][] = [
+  ['time', (v) => typeof v === 'number' && Number.isFinite(v) && v >= 0],
+  ['flags', uint(15)],
+  ['endpointId', uint(0xffff)],
+  ['source.ip', ipv4],
+  ['source.port', uint(65535)],
+  ['source.identity', uint(0xffffffff)],
+  ['destination.ip', ipv4],
+  ['destination.port', uint(65535)],
+  ['destination.identity', uint(0xffffffff)],
+  ['http.code', uint(999)],
+  ['http.method', str],
+  ['http.url', str],
+  ['http.protocol', str],
+  ['latencyNs', (v) => v === -1 || (typeof v === 'number' && Number.isFinite(v) && v >= 0)],
+  ['policy', (v) => typeof v === 'string' && isPolicyName(v)],
+  ['reason', str],
+  ['headers', str],
+];
 
 /**
  * Checks a packed event as validateL7Event checks the event it stands for, without making
@@ -84,47 +108,11 @@ function isUint(v: unknown, max: number): boolean {
  * TypeError naming the field.
  */
 export function checkPacked(p: unknown): PackedEvent {
-  const fail = (field: string, v: unknown): never => {
-    throw new TypeError(`packed L7 event: ${field} ${JSON.stringify(v)} is not valid`);
-  };
-  if (!Array.isArray(p) || p.length !== 17) throw new TypeError('not a packed L7 event');
-  const [
-    time,
-    flags,
-    ep,
-    sip,
-    sport,
-    sid,
-    dip,
-    dport,
-    did,
-    code,
-    method,
-    url,
-    protocol,
-    latency,
-    policy,
-    reason,
-    hdrs,
-  ] = p as unknown[];
-  if (typeof time !== 'number' || !Number.isFinite(time) || time < 0) fail('time', time);
-  if (!isUint(flags, 15)) fail('flags', flags);
-  if (!isUint(ep, 0xffff)) fail('endpointId', ep);
-  if (typeof sip !== 'string' || !isIPv4(sip)) fail('source.ip', sip);
-  if (typeof dip !== 'string' || !isIPv4(dip)) fail('destination.ip', dip);
-  if (!isUint(sport, 65535)) fail('source.port', sport);
-  if (!isUint(dport, 65535)) fail('destination.port', dport);
-  if (!isUint(sid, 0xffffffff)) fail('source.identity', sid);
-  if (!isUint(did, 0xffffffff)) fail('destination.identity', did);
-  if (!isUint(code, 999)) fail('http.code', code);
-  if (typeof method !== 'string') fail('http.method', method);
-  if (typeof url !== 'string') fail('http.url', url);
-  if (typeof protocol !== 'string') fail('http.protocol', protocol);
-  if (typeof latency !== 'number' || !(latency === -1 || (Number.isFinite(latency) && latency >= 0)))
-    fail('latencyNs', latency);
-  if (typeof policy !== 'string' || !isPolicyName(policy)) fail('policy', policy);
-  if (typeof reason !== 'string') fail('reason', reason);
-  if (typeof hdrs !== 'string') fail('headers', hdrs);
+  if (!Array.isArray(p) || p.length !== PACKED_FIELDS.length) throw new TypeError('not a packed L7 event');
+  for (let i = 0; i < PACKED_FIELDS.length; i++) {
+    const [field, ok] = PACKED_FIELDS[i]!;
+    if (!ok(p[i])) throw new TypeError(`packed L7 event: ${field} ${JSON.stringify(p[i])} is not valid`);
+  }
   return p as PackedEvent;
 }
 

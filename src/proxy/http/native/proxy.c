@@ -1056,15 +1056,23 @@ static void upstream_failed(struct upstream *u, const char *why)
 	}
 }
 
-/* Opens the connection to the destination (non-blocking). */
-static struct upstream *upstream_open(struct client *c, uint32_t ip, uint16_t port, uint32_t mark, bool transparent)
+/* A new upstream of `c`, not registered with epoll yet. */
+static struct upstream *upstream_new(struct client *c)
 {
 	struct upstream *u = calloc(1, sizeof(*u));
 	if (!u)
 		abort();
 	u->h.kind = K_UPSTREAM;
+	u->h.fd = -1;
 	u->h.events = UINT32_MAX;
 	u->owner = c;
+	return u;
+}
+
+/* Opens the connection to the destination (non-blocking). */
+static struct upstream *upstream_open(struct client *c, uint32_t ip, uint16_t port, uint32_t mark, bool transparent)
+{
+	struct upstream *u = upstream_new(c);
 	u->mark = mark;
 	u->dst_ip = ip;
 	u->dst_port = port;
@@ -1314,12 +1322,7 @@ static void deny(struct client *c, int code, const char *body, const char *reaso
  */
 static void handoff(struct client *c)
 {
-	struct upstream *u = calloc(1, sizeof(*u));
-	if (!u)
-		abort();
-	u->h.kind = K_UPSTREAM;
-	u->h.events = UINT32_MAX;
-	u->owner = c;
+	struct upstream *u = upstream_new(c);
 	u->handoff = true;
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	int len = cfg.handoff_dir ? snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/h2-%s.sock", cfg.handoff_dir,
