@@ -51,6 +51,13 @@ struct hdr_match {
 };
 
 struct rule {
+	/*
+	 * A pattern PCRE2 cannot compile (the agent checked it as JavaScript, whose syntax
+	 * differs at the edges): the rule matches no request, so what it alone would allow is
+	 * denied, and the rest of the update still applies (refusing the update would leave the
+	 * previous rules in force).
+	 */
+	int never;
 	pcre2_code *method; /* NULL: any */
 	pcre2_code *path;
 	pcre2_code *host;
@@ -431,6 +438,20 @@ static int fail(struct ctx *c, const char *fmt, ...)
 	return -1;
 }
 
+/* Reported and lived with: the message names the field as fail() does. */
+static void warn(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warn(struct ctx *c, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "hypha-http-proxy: %s%s%s: %s (this rule matches no request)\n", c->who,
+		c->who[0] && c->len ? " " : "", c->path, msg);
+}
+
 static int no_memory(struct ctx *c)
 {
 	return fail(c, "out of memory");
@@ -528,7 +549,7 @@ static int get_array(struct ctx *c, json_object *o, const char *key, bool requir
 
 /* ---- parsing: rules ----------------------------------------------------- */
 
-static int regex_error(struct ctx *c, int code, size_t off, size_t head, size_t len)
+static void regex_error(struct ctx *c, int code, size_t off, size_t head, size_t len)
 {
 	PCRE2_UCHAR msg[200];
 	/* Offsets are the user's pattern's, not the anchored one's. */
@@ -536,10 +557,10 @@ static int regex_error(struct ctx *c, int code, size_t off, size_t head, size_t 
 
 	if (pcre2_get_error_message(code, msg, sizeof(msg)) < 0)
 		snprintf((char *)msg, sizeof(msg), "error %d", code);
-	return fail(c, "%s at offset %zu", (const char *)msg, at > len ? len : at);
+	warn(c, "%s at offset %zu", (const char *)msg, at > len ? len : at);
 }
 
-static int compile_re(struct ctx *c, json_object *r, const char *key, uint32_t flags, pcre2_code **out)
+static int compile_re(struct ctx *c, json_object *r, const char *key, uint32_t flags, pcre2_code **out, int *never)
 {
 	static const char head[] = "^(?:", tail[] = ")$";
 	const size_t hl = sizeof(head) - 1, tl = sizeof(tail) - 1;
@@ -569,7 +590,8 @@ static int compile_re(struct ctx *c, json_object *r, const char *key, uint32_t f
 			     &code, &off, c->t->cctx);
 	free(pat);
 	if (!*out) {
-		ret = regex_error(c, code, off, hl, len);
+		regex_error(c, code, off, hl, len);
+		*never = 1;
 		goto out;
 	}
 	/* Without JIT (unsupported CPU, no executable memory) the interpreter is slower, not wrong. */
@@ -720,8 +742,9 @@ static int compile_rule(struct ctx *c, json_object *r, struct rule *out)
 {
 	if (!json_object_is_type(r, json_type_object))
 		return fail(c, "not an object");
-	if (compile_re(c, r, "method", 0, &out->method) || compile_re(c, r, "path", 0, &out->path) ||
-	    compile_re(c, r, "host", PCRE2_CASELESS, &out->host))
+	if (compile_re(c, r, "method", 0, &out->method, &out->never) ||
+	    compile_re(c, r, "path", 0, &out->path, &out->never) ||
+	    compile_re(c, r, "host", PCRE2_CASELESS, &out->host, &out->never))
 		return -1;
 	if (compile_needs(c, r, out))
 		return -1;
@@ -1207,6 +1230,8 @@ static void add_edit(struct rt_edit *edits, size_t max, size_t *n, enum rt_edit_
 static int rule_ok(const struct ruleset *rs, const struct rule *r, const struct rt_request *req,
 		   struct rt_edit *edits, size_t max, size_t *n)
 {
+	if (r->never)
+		return 0;
 	if (!re_ok(rs, r->method, req->method, req->method_len) || !re_ok(rs, r->path, req->path, req->path_len) ||
 	    !re_ok(rs, r->host, req->host, req->host_len))
 		return 0;
