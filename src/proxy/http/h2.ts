@@ -282,10 +282,10 @@ class H2Connection {
       for (const [name, v] of Object.entries(t as IncomingHttpHeaders))
         if (v !== undefined && !name.startsWith(':')) trailers[name] = v;
     });
-    stream.on('wantTrailers', () => {
-      if (trailers && Object.keys(trailers).length) stream.sendTrailers(trailers);
-      else stream.close();
-    });
+    // With no trailers the stream still ends with END_STREAM (empty trailers): close() would
+    // reset it instead (RST_STREAM), which curl takes as a failed request when the reset
+    // arrives before it has read the response (measured: 11 of 300).
+    stream.on('wantTrailers', () => stream.sendTrailers(trailers ?? {}));
     req.on('error', (err) => failed(err));
     // A reset from the destination before its response: the same as a failed connection.
     req.on('close', () => {
