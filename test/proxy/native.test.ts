@@ -168,6 +168,26 @@ describe('native HTTP proxy engine', { skip: native.skip }, () => {
     await closed(open);
   });
 
+  test('closing after an answer lingers: bytes the client sent after it do not reset the answer away', async () => {
+    const p = await startNative({ upstreamPort: backendPort, peer: FRONTEND, rules: RULES });
+    try {
+      // An answer still in flight when the connection closes, and unread bytes from the
+      // client: closing at once would reset the connection and cut the answer short.
+      const junk = 'x'.repeat(4 << 20);
+      const s = connect(p.port, '127.0.0.1');
+      let got = 0;
+      let reset = false;
+      s.on('data', (d: Buffer) => (got += d.length));
+      s.on('error', () => (reset = true));
+      s.write(`GET /api/v1/products/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n${junk}`);
+      await closed(s);
+      assert.equal(reset, false, 'a FIN, not a reset');
+      assert.ok(got > 8 << 20, `the whole answer (${got} bytes)`);
+    } finally {
+      await p.close();
+    }
+  });
+
   test('8 MiB down to a slow reader and 8 MiB up arrive whole (back-pressure both ways)', async () => {
     const p = await startNative({ upstreamPort: backendPort, peer: FRONTEND, rules: RULES });
     try {

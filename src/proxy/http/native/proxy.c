@@ -363,7 +363,15 @@ struct client {
 	struct upstream *up;
 	bool stopped;      /* nothing more is parsed */
 	bool read_eof;     /* the client sent FIN */
-	bool close_after_flush;
+	bool close_after_flush; /* then linger (below) */
+	bool shut_after_flush;  /* then half-close (a tunnel's other end half-closed) */
+	/*
+	 * Lingering close: our side is shut (FIN sent) and what the client still sends is read
+	 * and dropped until it closes or linger_until. Closing at once with unread bytes would
+	 * send a reset, and a reset makes the client's kernel drop our last answer unread.
+	 */
+	bool lingering;
+	uint64_t linger_until;
 	bool tunnel;       /* bytes pass both ways unparsed (WebSocket, HTTP/2 handoff) */
 	bool sniffed;      /* the first bytes told HTTP/1.x from HTTP/2 */
 	uint64_t last_active;
@@ -789,7 +797,7 @@ static bool send_bytes(int fd, struct buf *out, const char *p, size_t n)
 
 static void update_interest(struct client *c)
 {
-	if (dead(c))
+	if (dead(c) || c->lingering)
 		return;
 	struct upstream *u = c->up;
 	bool up_full = u && buf_size(&u->out) > HIGH_WATER;
@@ -836,15 +844,25 @@ static void answer(struct client *c, int code, const char *body, bool close_conn
 
 /* ---- the exchange ---------------------------------------------------------- */
 
+#define LINGER_MS 2000
+
+static void linger(struct client *c)
+{
+	shutdown(c->h.fd, SHUT_WR);
+	upstream_free(c->up);
+	c->up = NULL;
+	c->lingering = true;
+	c->linger_until = now_ns() + LINGER_MS * 1000000ull;
+	watch(&c->h, EPOLLIN);
+}
+
 /* The client connection ends once what is queued for it is written. */
 static void client_finish(struct client *c)
 {
 	c->stopped = true;
 	c->close_after_flush = true;
-	if (!buf_size(&c->out)) {
-		shutdown(c->h.fd, SHUT_WR);
-		client_kill(c);
-	}
+	if (!buf_size(&c->out))
+		linger(c);
 }
 
 static void exchange_done(struct client *c)
@@ -1585,15 +1603,24 @@ static void client_event(struct client *c, uint32_t ev)
 		client_kill(c);
 		return;
 	}
+	if (c->lingering) {
+		ssize_t n = read(c->h.fd, readbuf, sizeof(readbuf));
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			client_kill(c);
+		return;
+	}
 	if (ev & EPOLLOUT) {
 		if (!flush_out(c->h.fd, &c->out)) {
 			client_kill(c);
 			return;
 		}
 		if (!buf_size(&c->out) && c->close_after_flush) {
-			shutdown(c->h.fd, SHUT_WR);
-			client_kill(c);
+			linger(c);
 			return;
+		}
+		if (!buf_size(&c->out) && c->shut_after_flush) {
+			c->shut_after_flush = false;
+			shutdown(c->h.fd, SHUT_WR);
 		}
 	}
 	if (ev & (EPOLLIN | EPOLLHUP)) {
@@ -1649,7 +1676,7 @@ static void upstream_event(struct upstream *u, uint32_t ev)
 					if (!buf_size(&c->out))
 						shutdown(c->h.fd, SHUT_WR);
 					else
-						c->close_after_flush = true;
+						c->shut_after_flush = true;
 					update_interest(c);
 				} else {
 					client_finish(c);
@@ -1729,7 +1756,7 @@ static void sweep_idle(uint64_t now)
 		if (dead(c))
 			continue;
 		uint64_t limit = (uint64_t)(c->tunnel ? TUNNEL_IDLE_MS : cfg.idle_ms) * 1000000ull;
-		if (now - c->last_active > limit)
+		if (now - c->last_active > limit || (c->lingering && now > c->linger_until))
 			client_kill(c);
 	}
 }
