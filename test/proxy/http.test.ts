@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import {
   type ClientHttp2Session,
@@ -9,6 +10,7 @@ import {
 } from 'node:http2';
 import { connect, createServer as netServer, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import { CompiledRuleSet, type HttpRule } from '../../src/policy/http.js';
 import { F_DROPPED, F_EGRESS, F_RESPONSE, packHeaders, unpackEvent } from '../../src/proxy/http/events.js';
 import {
@@ -19,6 +21,8 @@ import {
 import { createHttpProxy, type HttpProxy, type HttpRecord } from '../../src/proxy/http/proxy.js';
 import { type ProxyEndpoint, RedirectTable } from '../../src/proxy/http/rules.js';
 import { PROXY_ENGINES, type ProxyUnderTest } from '../helpers/proxies.js';
+
+const run = promisify(execFile);
 
 const FRONTEND = 1001;
 const OTHER = 1002;
@@ -793,6 +797,36 @@ describe('L7 HTTP proxy over HTTP/2 (h2c, prior knowledge)', () => {
       s.close();
     }
     assert.ok(records.some((r) => r.verdict === 'error' && r.code === 503 && r.protocol === 'HTTP/2'));
+  });
+
+  test('curl gets every answer, allowed and denied: streams end with END_STREAM, never a reset', async () => {
+    // curl 7.88 fails a request whose stream is reset (RST_STREAM, even NO_ERROR) before it
+    // has read the answer: one in thirty did, when the proxy ended streams that way.
+    peer = FRONTEND;
+    const codes: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const post = i % 2 === 1;
+      const { stdout } = await run('curl', [
+        '-sS',
+        '-m',
+        '5',
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code}',
+        '--http2-prior-knowledge',
+        ...(post ? ['-X', 'POST', '-d', '{}'] : []),
+        `http://127.0.0.1:${port}/api/v1/products`,
+      ]).catch((e: { stdout?: string; stderr?: string }) => ({
+        stdout: `${e.stdout ?? ''} ${e.stderr ?? ''}`,
+      }));
+      codes.push(`${post ? 'POST' : 'GET'} ${stdout.trim()}`);
+    }
+    assert.deepEqual(
+      codes.filter((c) => !/^(GET 200|POST 403)$/.test(c)),
+      [],
+      'every request answered',
+    );
   });
 
   test('garbage after the preface ends that connection (GOAWAY) and nothing else; oversized headers are refused', async () => {
