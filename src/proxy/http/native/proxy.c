@@ -41,6 +41,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,7 +73,7 @@
 #define F_ERROR 4
 #define F_EGRESS 8
 
-/* The conntrack and ipcache layouts (bpf/include/conntrack.h, ipcache.h). */
+/* The conntrack and ipcache layouts of bpf/include/conntrack.h and ipcache.h (test/datapath/layout.test.ts holds these copies to the BTF). */
 struct ct_key4 {
 	uint32_t saddr, daddr;
 	uint16_t sport, dport;
@@ -96,6 +97,51 @@ struct ipcache_info {
 _Static_assert(sizeof(struct ct_key4) == 16, "ct_key4 layout");
 _Static_assert(sizeof(struct ct_entry) == 64, "ct_entry layout");
 _Static_assert(sizeof(struct ipcache_info) == 12, "ipcache_info layout");
+
+/*
+ * `--layouts`: these structs as compiled here, as JSON, for a test to hold against the BTF
+ * of the datapath's objects (the one source of truth is bpf/include).
+ */
+#define LAYOUT_FIELD(s, f) \
+	printf("%s[\"%s\",%zu,%zu]", n++ ? "," : "", #f, offsetof(struct s, f), sizeof(((struct s *)0)->f))
+static void print_layouts(void)
+{
+	int n;
+	printf("{\"ct_key4\":{\"size\":%zu,\"fields\":[", sizeof(struct ct_key4));
+	n = 0;
+	LAYOUT_FIELD(ct_key4, saddr);
+	LAYOUT_FIELD(ct_key4, daddr);
+	LAYOUT_FIELD(ct_key4, sport);
+	LAYOUT_FIELD(ct_key4, dport);
+	LAYOUT_FIELD(ct_key4, proto);
+	LAYOUT_FIELD(ct_key4, scope);
+	LAYOUT_FIELD(ct_key4, pad);
+	printf("]},\"ct_entry\":{\"size\":%zu,\"fields\":[", sizeof(struct ct_entry));
+	n = 0;
+	LAYOUT_FIELD(ct_entry, expires_ns);
+	LAYOUT_FIELD(ct_entry, last_report_ns);
+	LAYOUT_FIELD(ct_entry, tx_packets);
+	LAYOUT_FIELD(ct_entry, tx_bytes);
+	LAYOUT_FIELD(ct_entry, rx_packets);
+	LAYOUT_FIELD(ct_entry, rx_bytes);
+	LAYOUT_FIELD(ct_entry, src_identity);
+	LAYOUT_FIELD(ct_entry, dst_identity);
+	LAYOUT_FIELD(ct_entry, cookie);
+	LAYOUT_FIELD(ct_entry, proxy_port);
+	LAYOUT_FIELD(ct_entry, flags);
+	LAYOUT_FIELD(ct_entry, pad);
+	printf("]},\"ipcache_key4\":{\"size\":%zu,\"fields\":[", sizeof(struct ipcache_key4));
+	n = 0;
+	LAYOUT_FIELD(ipcache_key4, prefixlen);
+	LAYOUT_FIELD(ipcache_key4, ip4);
+	printf("]},\"ipcache_info\":{\"size\":%zu,\"fields\":[", sizeof(struct ipcache_info));
+	n = 0;
+	LAYOUT_FIELD(ipcache_info, identity);
+	LAYOUT_FIELD(ipcache_info, tunnel_endpoint);
+	LAYOUT_FIELD(ipcache_info, flags);
+	LAYOUT_FIELD(ipcache_info, pad);
+	printf("]}}\n");
+}
 
 /* ---- limits --------------------------------------------------------------- */
 
@@ -1979,6 +2025,10 @@ static int parse_args(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+	if (argc == 2 && !strcmp(argv[1], "--layouts")) {
+		print_layouts();
+		return 0;
+	}
 	if (parse_args(argc, argv) < 0)
 		return 2;
 	signal(SIGPIPE, SIG_IGN);
