@@ -73,7 +73,10 @@
 #define F_ERROR 4
 #define F_EGRESS 8
 
-/* The conntrack and ipcache layouts of bpf/include/conntrack.h and ipcache.h (test/datapath/layout.test.ts holds these copies to the BTF). */
+/*
+ * The conntrack and ipcache layouts of bpf/include/conntrack.h and ipcache.h
+ * (test/datapath/layout.test.ts holds these copies to the BTF of lxc.o).
+ */
 struct ct_key4 {
 	uint32_t saddr, daddr;
 	uint16_t sport, dport;
