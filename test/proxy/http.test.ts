@@ -205,6 +205,11 @@ for (const engine of PROXY_ENGINES)
           /^HTTP\/1\.1 431/,
         ],
         ['HTTP/1.1 without Host', 'GET /api/v1/products HTTP/1.1\r\n\r\n', /^HTTP\/1\.1 400/],
+        [
+          'two Hosts (the rules would judge one, the destination might take the other)',
+          'GET /api/v1/products HTTP/1.1\r\nHost: catalog\r\nHost: internal-admin\r\n\r\n',
+          /^HTTP\/1\.1 400/,
+        ],
       ];
       for (const [what, raw, expected] of cases) {
         const before = (await records()).length;

@@ -792,6 +792,11 @@ class ProxyCore {
       deny(400, '', 'HTTP/1.1 request without Host', true);
       return;
     }
+    if ((x.view.headers.get('host')?.length ?? 0) > 1) {
+      // Rules judge one Host; a destination might take the other (RFC 9112 §3.2: 400).
+      deny(400, '', 'more than one Host', true);
+      return;
+    }
     const target = this.o.resolve(c.socket);
     if (!target) {
       // Nothing says where this connection may go: refuse rather than guess.

@@ -1418,6 +1418,14 @@ static void handoff(struct client *c)
 	c->tunnel = true;
 }
 
+static unsigned host_fields(const char *buf, const struct h1_request *r)
+{
+	unsigned n = 0;
+	for (uint32_t i = 0; i < r->nfields; i++)
+		n += name_is(buf, r->fields[i].name, "host");
+	return n;
+}
+
 /* The client connection preface of HTTP/2 (RFC 9113 §3.4). */
 static const char PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define PREFACE_LEN (sizeof(PREFACE) - 1)
@@ -1450,6 +1458,11 @@ static void request_head(struct client *c, const char *buf, const struct h1_requ
 	}
 	if (r->minor >= 1 && !r->has_host) {
 		deny(c, 400, "", "HTTP/1.1 request without Host", true);
+		return;
+	}
+	if (host_fields(buf, r) > 1) {
+		/* Rules judge one Host; a destination might take the other (RFC 9112 §3.2: 400). */
+		deny(c, 400, "", "more than one Host", true);
 		return;
 	}
 	if (!resolve(c)) {
