@@ -125,6 +125,32 @@ describe('native HTTP proxy engine', { skip: native.skip }, () => {
     }
   });
 
+  test('record strings are JSON-escaped whole: quotes, backslashes, control and Latin-1 bytes', async () => {
+    const p = await startNative({ upstreamPort: backendPort, peer: FRONTEND, rules: RULES });
+    try {
+      const packed: unknown[][] = [];
+      p.child.on('message', (m: { type?: string; packed?: unknown[][] }) => {
+        if (m.type === 'l7') packed.push(...(m.packed ?? []));
+      });
+      const s = connect(p.port, '127.0.0.1');
+      s.on('error', () => {});
+      const value = 'a"b\\c\té';
+      s.write(
+        Buffer.from(`GET /api/v1/products?q="x"\\ HTTP/1.1\r\nHost: x\r\nX-Q: ${value}\r\n\r\n`, 'latin1'),
+      );
+      await new Promise((r) => s.once('data', r));
+      s.destroy();
+      await p.records();
+      assert.equal(packed.length, 2, 'a request and its response');
+      for (const rec of packed) {
+        assert.equal(rec[11], 'http://x/api/v1/products?q="x"\\');
+        assert.equal(rec[16], `host\nx\nx-q\n${value}`);
+      }
+    } finally {
+      await p.close();
+    }
+  });
+
   test('a bad endpoints message changes nothing; the agent going away ends the process', async () => {
     const p = await startNative({ upstreamPort: backendPort, peer: FRONTEND, rules: RULES });
     let stderr = '';

@@ -283,17 +283,26 @@ static void buf_free(struct buf *b)
 }
 
 /* A JSON string, bytes read as Latin-1 (as Node.js reads HTTP heads), so always valid. */
+/* Bytes a JSON string holds as they are: copied in runs. */
+static const unsigned char JSON_PLAIN[256] = { [0x20 ... 0x21] = 1, [0x23 ... 0x5b] = 1, [0x5d ... 0x7e] = 1 };
+
 static void buf_json(struct buf *b, const char *s, size_t n)
 {
 	buf_reserve(b, n * 6 + 2);
 	char *o = b->p + b->len;
 	*o++ = '"';
 	for (size_t i = 0; i < n; i++) {
+		size_t j = i;
+		while (j < n && JSON_PLAIN[(unsigned char)s[j]])
+			j++;
+		memcpy(o, s + i, j - i);
+		o += j - i;
+		if (j == n)
+			break;
+		i = j;
 		unsigned char c = (unsigned char)s[i];
 		if (c == '"' || c == '\\') {
 			*o++ = '\\';
-			*o++ = (char)c;
-		} else if (c >= 0x20 && c < 0x7f) {
 			*o++ = (char)c;
 		} else if (c == '\n') {
 			*o++ = '\\';
@@ -375,6 +384,8 @@ struct exchange {
 	 */
 	struct buf text;
 	uint32_t method, url, host, headers, policy;
+	/* The URL (made absolute) and the headers as JSON strings, made for the first record. */
+	uint32_t url_json, headers_json;
 	/* The response, as it comes. */
 	int status;
 	bool response_head_done;
@@ -572,14 +583,54 @@ static void buf_end(struct buf *b, const char *ip, uint16_t port, uint32_t ident
 	buf_add(b, ",", 1);
 }
 
+/* A string of the exchange's text as JSON, kept in the text for the exchange's next record. */
+static const char *x_json(struct exchange *x, uint32_t *cache, const char *s, size_t n)
+{
+	if (*cache == NO_TEXT) {
+		static struct buf tmp;
+		buf_consume(&tmp, buf_size(&tmp));
+		buf_json(&tmp, s, n);
+		*cache = xadd(x, buf_data(&tmp), buf_size(&tmp));
+	}
+	return x->text.p + *cache;
+}
+
+static const char *headers_json(struct exchange *x)
+{
+	const char *h = xtext(x, x->headers);
+	return x_json(x, &x->headers_json, h, strlen(h));
+}
+
+/* Origin-form URLs are made absolute with the authority, as Hubble shows them. */
+static const char *url_json(struct client *c)
+{
+	struct exchange *x = &c->x;
+	if (x->url_json != NO_TEXT)
+		return x->text.p + x->url_json;
+	const char *url = xtext(x, x->url), *host = xtext(x, x->host);
+	if (!*url || !strncasecmp(url, "http://", 7) || !strncasecmp(url, "https://", 8))
+		return x_json(x, &x->url_json, url, strlen(url));
+	static struct buf u;
+	buf_consume(&u, buf_size(&u));
+	buf_str(&u, "http://");
+	if (*host) {
+		buf_str(&u, host);
+	} else {
+		buf_str(&u, c->dst_str);
+		buf_add(&u, ":", 1);
+		buf_u64(&u, c->dst_port);
+	}
+	buf_str(&u, url);
+	return x_json(x, &x->url_json, buf_data(&u), buf_size(&u));
+}
+
 static void record(struct client *c, const struct record *r)
 {
 	uint32_t local = c->resolved ? c->endpoint_identity : 0;
 	uint32_t peer = c->resolved ? c->peer : 0;
 	bool ingress = c->dir == RT_INGRESS;
 	uint32_t client_id = ingress ? peer : local, server_id = ingress ? local : peer;
-	const struct exchange *x = &c->x;
-	const char *url = xtext(x, x->url), *host = xtext(x, x->host);
+	struct exchange *x = &c->x;
 
 	if (batch_events)
 		buf_add(&batch, ",", 1);
@@ -604,23 +655,7 @@ static void record(struct client *c, const struct record *r)
 	buf_add(&batch, ",", 1);
 	buf_json(&batch, xtext(x, x->method), strlen(xtext(x, x->method)));
 	buf_add(&batch, ",", 1);
-	/* Origin-form URLs are made absolute with the authority, as Hubble shows them. */
-	if (!*url || !strncasecmp(url, "http://", 7) || !strncasecmp(url, "https://", 8)) {
-		buf_json(&batch, url, strlen(url));
-	} else {
-		static struct buf u;
-		buf_consume(&u, buf_size(&u));
-		buf_str(&u, "http://");
-		if (*host) {
-			buf_str(&u, host);
-		} else {
-			buf_str(&u, c->dst_str);
-			buf_add(&u, ":", 1);
-			buf_u64(&u, c->dst_port);
-		}
-		buf_str(&u, url);
-		buf_json(&batch, buf_data(&u), buf_size(&u));
-	}
+	buf_str(&batch, x->active ? url_json(c) : "\"\"");
 	buf_str(&batch, x->active && x->minor == 0 ? ",\"HTTP/1.0\"," : ",\"HTTP/1.1\",");
 	buf_i64(&batch, r->latency_ns);
 	buf_add(&batch, ",", 1);
@@ -628,8 +663,7 @@ static void record(struct client *c, const struct record *r)
 	buf_add(&batch, ",", 1);
 	buf_json(&batch, r->reason ? r->reason : "", r->reason ? strlen(r->reason) : 0);
 	buf_add(&batch, ",", 1);
-	const char *headers = xtext(x, x->headers);
-	buf_json(&batch, headers, strlen(headers));
+	buf_str(&batch, x->active ? headers_json(x) : "\"\"");
 	buf_add(&batch, "]", 1);
 	if (++batch_events >= BATCH_EVENTS)
 		batch_send();
@@ -1441,7 +1475,7 @@ static void request_head(struct client *c, const char *buf, const struct h1_requ
 	x->close = !r->keep_alive || r->upgrade;
 	x->method = xadd(x, buf + r->method.off, r->method.len);
 	x->url = xadd(x, buf + r->target.off, r->target.len);
-	x->policy = NO_TEXT;
+	x->policy = x->url_json = x->headers_json = NO_TEXT;
 	x->head_request = r->method.len == 4 && !memcmp(buf + r->method.off, "HEAD", 4);
 	x->headers = packed_headers(x, buf, r);
 	h1_body_request(&x->body, r);
