@@ -12,8 +12,9 @@
  * bpf_sk_assign, which picks within the group), and a worker's crash costs only its own
  * connections. One more worker runs on Node.js for HTTP/2: the native workers hand it the
  * connections that open with the HTTP/2 preface, over unix sockets in the agent's run
- * directory. With the `node` engine the Node.js workers do everything (about a third of
- * the native throughput: Node.js spends ~55 µs of CPU per proxied request on events).
+ * directory. With the `node` engine the Node.js workers do everything, at about two thirds
+ * of the native throughput (bench/l7.ts: 0.33 of the direct path against about 0.5; perf
+ * showed ~50 µs of user CPU per proxied request in Node.js's own event handling).
  */
 
 import { execFileSync } from 'node:child_process';

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { NATIVE_HTTP_PROXY } from '../../src/agent/l7.js';
 import { Btf, layoutDifferences, type StructCodec } from '../../src/bpf/index.js';
 import { LAYOUTS } from '../../src/datapath/index.js';
 import { repoRoot } from '../helpers/kernel.js';
@@ -17,7 +18,7 @@ test('every datapath codec matches its C struct in the BTF of lxc.o', () => {
 });
 
 test("the native HTTP proxy's copies of the conntrack and ipcache structs match the BTF of lxc.o", () => {
-  const run = spawnSync(join(repoRoot, 'dist/native/hypha-http-proxy'), ['--layouts'], { encoding: 'utf8' });
+  const run = spawnSync(NATIVE_HTTP_PROXY, ['--layouts'], { encoding: 'utf8' });
   assert.equal(run.status, 0, run.stderr);
   const native = JSON.parse(run.stdout) as Record<
     string,

@@ -505,46 +505,50 @@ static int get_uint(struct ctx *c, json_object *o, const char *key, uint64_t max
 	return r;
 }
 
-/* A string member: 0 with *s NULL when absent and not required. */
-static int get_string(struct ctx *c, json_object *o, const char *key, bool required, const char **s, size_t *len)
+/*
+ * A member of the given JSON type: 0 with *v NULL when absent and not required; else -1
+ * with the member named in the error ("missing", or `wrong` when of another type).
+ */
+static int get_typed(struct ctx *c, json_object *o, const char *key, bool required, json_type type,
+		     const char *wrong, json_object **v)
 {
-	json_object *v = member(o, key);
+	json_object *m = member(o, key);
 	size_t at = push(c, "%s%s", c->len ? "." : "", key);
 	int r = 0;
 
-	*s = NULL;
-	*len = 0;
-	if (!v) {
+	*v = NULL;
+	if (!m) {
 		if (required)
 			r = fail(c, "missing");
-	} else if (!json_object_is_type(v, json_type_string)) {
-		r = fail(c, "not a string");
+	} else if (!json_object_is_type(m, type)) {
+		r = fail(c, "%s", wrong);
 	} else {
-		*s = json_object_get_string(v);
-		*len = (size_t)json_object_get_string_len(v);
+		*v = m;
 	}
 	pop(c, at);
 	return r;
 }
 
+/* A string member: 0 with *s NULL when absent and not required. */
+static int get_string(struct ctx *c, json_object *o, const char *key, bool required, const char **s, size_t *len)
+{
+	json_object *v;
+
+	*s = NULL;
+	*len = 0;
+	if (get_typed(c, o, key, required, json_type_string, "not a string", &v))
+		return -1;
+	if (v) {
+		*s = json_object_get_string(v);
+		*len = (size_t)json_object_get_string_len(v);
+	}
+	return 0;
+}
+
 /* An array member: 0 with *a NULL when absent and not required. */
 static int get_array(struct ctx *c, json_object *o, const char *key, bool required, json_object **a)
 {
-	json_object *v = member(o, key);
-	size_t at = push(c, "%s%s", c->len ? "." : "", key);
-	int r = 0;
-
-	*a = NULL;
-	if (!v) {
-		if (required)
-			r = fail(c, "missing");
-	} else if (!json_object_is_type(v, json_type_array)) {
-		r = fail(c, "not an array");
-	} else {
-		*a = v;
-	}
-	pop(c, at);
-	return r;
+	return get_typed(c, o, key, required, json_type_array, "not an array", a);
 }
 
 /* ---- parsing: rules ----------------------------------------------------- */
