@@ -186,7 +186,7 @@ static __always_inline int handle(struct __sk_buff *skb, struct event_info *ev, 
 	struct policy_verdict v = {};
 	__u8 scope = egress ? CT_SCOPE_EGRESS : CT_SCOPE_INGRESS;
 	__u8 rscope = egress ? CT_SCOPE_INGRESS : CT_SCOPE_EGRESS;
-	bool to_proxy;
+	bool to_proxy, opens;
 	__u64 now;
 	__u32 peer;
 	int r;
@@ -204,16 +204,19 @@ static __always_inline int handle(struct __sk_buff *skb, struct event_info *ev, 
 	now = ct_now();
 	key = p.tuple;
 	key.scope = scope;
-	ct = bpf_map_lookup_elem(&hypha_ct4, &key);
-	if (ct) {
-		ev->ct_state = CT_ESTABLISHED;
-		return established(skb, ct, &p, ev, egress, now);
-	}
 	ct_reverse(&p.tuple, &rkey, rscope);
-	ct = bpf_map_lookup_elem(&hypha_ct4, &rkey);
-	if (ct) {
-		ev->ct_state = CT_REPLY;
-		return established(skb, ct, &p, ev, egress, now);
+	opens = ct_opens(p.tuple.proto, p.tcp_flags);
+	if (!opens) {
+		ct = bpf_map_lookup_elem(&hypha_ct4, &key);
+		if (ct && ct_alive(ct, p.tuple.proto, now)) {
+			ev->ct_state = CT_ESTABLISHED;
+			return established(skb, ct, &p, ev, egress, now);
+		}
+		ct = bpf_map_lookup_elem(&hypha_ct4, &rkey);
+		if (ct && ct_alive(ct, p.tuple.proto, now)) {
+			ev->ct_state = CT_REPLY;
+			return established(skb, ct, &p, ev, egress, now);
+		}
 	}
 	peer = proxy_peer_identity(skb, egress, ipcache_identity4(egress ? p.tuple.daddr : p.tuple.saddr));
 	ev->src_identity = egress ? ep->identity : peer;
@@ -240,6 +243,9 @@ static __always_inline int handle(struct __sk_buff *skb, struct event_info *ev, 
 	if (p.tuple.proto == IPPROTO_ICMP && p.icmp_type != ICMP_ECHO)
 		return 0;
 	to_proxy = v.flags & POLICY_REDIRECT;
+	/* A connection the other way that had this tuple is over: its replies would be this one's. */
+	if (opens)
+		bpf_map_delete_elem(&hypha_ct4, &rkey);
 	{
 		struct ct_entry fresh = {
 			.src_identity = ev->src_identity,

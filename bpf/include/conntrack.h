@@ -83,6 +83,29 @@ __hy_inline __u64 __ct_lifetime(__u8 proto, __u8 flags)
 	return ct_lifetime_syn * NS_PER_SEC;
 }
 
+/*
+ * A bare SYN opens a connection: policy, every time, whatever an entry of an earlier
+ * connection with the same tuple says (closed connections' entries are not removed, and a
+ * client reuses a tuple once its TIME_WAIT is over). Without this, a policy change would
+ * not apply to a new connection on a reused tuple: an L4 allow that is now an L7 rule
+ * would bypass the proxy, and the other way round the proxy would get a connection it
+ * has no rule for. A retransmitted SYN is judged again, the same way.
+ */
+__hy_inline bool ct_opens(__u8 proto, __u8 tcp_flags)
+{
+	return proto == IPPROTO_TCP && (tcp_flags & 0x12) == 0x02;
+}
+
+/*
+ * Whether an entry still stands for its connection. TCP's last until the tuple opens
+ * again (ct_opens; a half-closed connection may stay quiet for long); others expire with
+ * their lifetime, after which a packet is a new flow and policy decides again.
+ */
+__hy_inline bool ct_alive(const struct ct_entry *e, __u8 proto, __u64 now)
+{
+	return proto == IPPROTO_TCP || e->expires_ns > now;
+}
+
 __hy_inline void ct_reverse(const struct ct_key4 *k, struct ct_key4 *r, __u8 scope)
 {
 	r->saddr = k->daddr;

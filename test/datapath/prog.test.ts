@@ -168,6 +168,60 @@ describe('endpoint programs on crafted packets', { skip: skipUnlessPrivileged() 
     assert.equal(run('to_container', inbound(8080, { sport: 50002 })), TcAct.Shot, 'new');
   });
 
+  test('a SYN on the tuple of a connection that ended opens a new one: the policy of now decides', () => {
+    const drops = () => events().filter((e) => e.type === EventType.Drop);
+    const tuple = inbound(8080, { sport: 50100 });
+    dp.applyPolicy(7, { added: [entry({})], removed: [] });
+    assert.equal(run('to_container', tuple), TcAct.Ok);
+    assert.equal(run('to_container', { ...tuple, flags: 0x11 }), TcAct.Ok, 'FIN');
+    // The allow becomes an L7 redirect (nothing listens on the proxy port: the redirect
+    // fails, it never passes).
+    dp.proxyPorts.http = 1;
+    dp.applyPolicy(7, { added: [entry({ verdict: 'redirect', proxy: 'http' })], removed: [entry({})] });
+    assert.equal(run('to_container', tuple), TcAct.Shot, 'the reused tuple goes to the proxy');
+    assert.equal(drops()[0]?.subtype, 178);
+    assert.equal(run('to_container', { ...tuple, flags: 0x10 }), TcAct.Shot, 'and so does the rest of it');
+    assert.equal(drops()[0]?.subtype, 178);
+    // Back to L4: the entry that sent the tuple to the proxy does not any more.
+    dp.applyPolicy(7, { added: [entry({})], removed: [entry({ verdict: 'redirect', proxy: 'http' })] });
+    assert.equal(run('to_container', tuple), TcAct.Ok);
+    assert.equal(drops().length, 0);
+    // No allow at all: a new connection on the old tuple is dropped like any other.
+    dp.applyPolicy(7, { added: [], removed: [entry({})] });
+    assert.equal(run('to_container', tuple), TcAct.Shot);
+    assert.equal(drops()[0]?.subtype, 133);
+    const verdicts = () => events().filter((e) => e.type === EventType.PolicyVerdict);
+    dp.applyPolicy(7, { added: [entry({})], removed: [] });
+    events();
+    assert.equal(run('to_container', tuple), TcAct.Ok);
+    assert.equal(run('to_container', tuple), TcAct.Ok, 'a retransmitted SYN');
+    assert.equal(verdicts().length, 2, 'is judged again, the same way');
+    delete dp.proxyPorts.http;
+  });
+
+  test('a SYN on the reversed tuple of a connection is not its reply', () => {
+    dp.applyPolicy(7, { added: [entry({ direction: 'egress', port: 443 })], removed: [] });
+    const out: PacketSpec = { src: POD, dst: PEER, proto: 'tcp', sport: 41100, dport: 443 };
+    assert.equal(run('from_container', out), TcAct.Ok);
+    assert.equal(run('to_container', reply(out)), TcAct.Ok, 'SYN-ACK');
+    // The peer opens a connection from 443 to the pod's 41100: ingress policy (none) decides.
+    assert.equal(run('to_container', reply(out, 0x02)), TcAct.Shot);
+    assert.equal(events().find((e) => e.type === EventType.Drop)?.subtype, 133);
+  });
+
+  test('a UDP entry past its lifetime no longer stands for the flow', () => {
+    dp.applyPolicy(7, { added: [entry({ direction: 'egress', protocol: 17, port: 53 })], removed: [] });
+    const dns: PacketSpec = { src: POD, dst: PEER, proto: 'udp', sport: 41200, dport: 53 };
+    assert.equal(run('from_container', dns), TcAct.Ok);
+    dp.applyPolicy(7, { added: [], removed: [entry({ direction: 'egress', protocol: 17, port: 53 })] });
+    assert.equal(run('from_container', dns), TcAct.Ok, 'a live flow keeps its verdict');
+    const [ct] = dp.ctEntries().filter((c) => c.key.sport === 41200 && c.scope === 'egress');
+    assert.ok(ct, 'the flow has an entry');
+    dp.ct.update(ct.key, { ...ct.entry, expires_ns: 1n });
+    assert.equal(run('from_container', dns), TcAct.Shot, 'an expired one is a new flow');
+    assert.equal(events().find((e) => e.type === EventType.Drop)?.subtype, 133);
+  });
+
   test('a spoofed source address is dropped with 132', () => {
     setEndpoint(false, false);
     assert.equal(
