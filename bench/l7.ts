@@ -4,17 +4,21 @@
  *   direct  the 5.3 policy without its http rules (L4 allow): no proxy;
  *   proxy   the tutorial's 5.3 policy: through the node's HTTP proxy (its workers), with
  *           the L7 flows it reports to the agent;
- *   nginx   Debian's nginx (one worker, no access log) as a reverse proxy in the node's
+ *   nginx   Debian's nginx (as many workers as the proxy, no access log) as a reverse proxy in the node's
  *           namespace (upstream keep-alive), the client connecting to it; under the L4
  *           policy (nginx's connections come from the node: allow-localhost).
- * Each path: one connection for latency (p50/p99), then CONNS connections for
- * requests/s (and p99 under that load); ROUNDS rounds of the three paths in alternating
- * orders, the figures medians over rounds (this 2-CPU machine drifts by tens of percent
- * between runs a minute apart), and the spread of the per-round ratios. The load generator is this file in client mode,
- * run inside the frontend pod: raw sockets, one request in flight per connection.
+ * Each path: one connection for latency (p50/p99), then a sweep of concurrencies (SWEEP,
+ * CONNS the first) for requests/s and p99 under load. Two throughput figures: requests/s
+ * at CONNS connections, where a path that adds latency loses throughput too (a proxy's
+ * extra wake-ups), and the path's peak over the sweep, its capacity on this machine (a
+ * proxy catches up as its workers find more than one event per wake-up). ROUNDS rounds of
+ * the three paths in alternating orders, the figures medians over rounds (this 2-CPU
+ * machine drifts by tens of percent between runs a minute apart), and the spread of the
+ * per-round ratios. The load generator is this file in client mode, run inside the
+ * frontend pod: raw sockets, one request in flight per connection.
  *
- *   node dist/bench/l7.js     (root; HYPHA_BENCH_SECONDS, HYPHA_BENCH_CONNS, HYPHA_BENCH_ROUNDS,
- *                              HYPHA_BENCH_PROXY_WORKERS)
+ *   node dist/bench/l7.js     (root; HYPHA_BENCH_SECONDS, HYPHA_BENCH_CONNS, HYPHA_BENCH_SWEEP
+ *                              (e.g. 8,16,32,64), HYPHA_BENCH_ROUNDS, HYPHA_BENCH_PROXY_WORKERS)
  *   node dist/bench/l7.js client <ip> <port> <path> <conns> <seconds>
  *
  * Writes bench/results/l7.json; ratios are against direct.
@@ -41,6 +45,7 @@ interface ClientResult {
   seconds: number;
   p50Ms: number;
   p99Ms: number;
+  statuses?: Record<string, number>;
 }
 
 /** Client mode: `conns` keep-alive connections, each sending GETs back to back for `seconds`. */
@@ -48,6 +53,8 @@ async function client(ip: string, port: number, path: string, conns: number, sec
   const req = Buffer.from(`GET ${path} HTTP/1.1\r\nHost: catalog:8080\r\nUser-Agent: hypha-bench\r\n\r\n`);
   const latencies: number[] = [];
   let errors = 0;
+  /** Answers other than 200, by status line. */
+  const statuses: Record<string, number> = {};
   const end = performance.now() + seconds * 1000;
   const one = () =>
     new Promise<void>((resolve) => {
@@ -76,7 +83,11 @@ async function client(ip: string, port: number, path: string, conns: number, sec
           ? buf.length >= head + 4 + Number(len[1])
           : buf.subarray(buf.length - 5).toString('latin1') === '0\r\n\r\n';
         if (!done) return;
-        if (!h.startsWith('HTTP/1.1 200')) errors++;
+        if (!h.startsWith('HTTP/1.1 200')) {
+          errors++;
+          const line = h.slice(0, h.indexOf('\r\n'));
+          statuses[line] = (statuses[line] ?? 0) + 1;
+        }
         latencies.push(performance.now() - sent);
         send();
       });
@@ -94,6 +105,7 @@ async function client(ip: string, port: number, path: string, conns: number, sec
     seconds: (performance.now() - t0) / 1000,
     p50Ms: percentile(latencies, 50),
     p99Ms: percentile(latencies, 99),
+    ...(errors ? { statuses } : {}),
   };
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
@@ -106,6 +118,14 @@ interface Pod {
 
 const SECONDS = Number(process.env.HYPHA_BENCH_SECONDS ?? 4);
 const CONNS = Number(process.env.HYPHA_BENCH_CONNS ?? 8);
+/** Concurrencies for the peak; CONNS first (its run gives the CONNS figures). */
+const SWEEP = [
+  CONNS,
+  ...(process.env.HYPHA_BENCH_SWEEP ?? '16,32,64')
+    .split(',')
+    .map(Number)
+    .filter((n) => n > 0 && n !== CONNS),
+];
 /** Rounds of the three paths, alternating; figures are medians over rounds. */
 const ROUNDS = Number(process.env.HYPHA_BENCH_ROUNDS ?? 3);
 /** The agents' HTTP proxy workers (httpProxy.workers); unset: the agent's default. */
@@ -117,11 +137,16 @@ const NGINX_PORT = 18080;
 type Path = 'direct' | 'proxy' | 'nginx';
 interface Measured {
   lat: ClientResult;
+  /** At CONNS connections. */
   load: ClientResult;
+  /** Requests/s at each SWEEP concurrency, in SWEEP's order. */
+  sweep: number[];
 }
 
 const median = (xs: number[]) => percentile(xs, 50);
 const rps = (x: ClientResult) => x.requests / x.seconds;
+/** A round's best requests/s over the sweep. */
+const peak = (m: Measured) => Math.max(...m.sweep);
 
 async function bench(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), 'hy-l7-bench-'));
@@ -158,8 +183,9 @@ async function bench(): Promise<void> {
     const measure = async (ip: string, port: number): Promise<Measured> => {
       await run(ip, port, 1, 1); // warm-up: connections, JIT, pools
       const lat = await run(ip, port, 1);
-      const load = await run(ip, port, CONNS);
-      return { lat, load };
+      const loads: ClientResult[] = [];
+      for (const conns of SWEEP) loads.push(await run(ip, port, conns));
+      return { lat, load: loads[0]!, sweep: loads.map(rps) };
     };
 
     // direct: the same policy, its http rules removed.
@@ -170,7 +196,11 @@ async function bench(): Promise<void> {
     for (const r of l4Doc.spec.ingress) for (const tp of r.toPorts) delete tp.rules;
     const l4File = join(dataDir, 'l4.yaml');
     writeFileSync(l4File, JSON.stringify(l4Doc));
-    nginx = startNginx(dataDir, node.netns, node.ip, catIp);
+    // nginx gets as many worker processes as the proxy has workers.
+    const status = await callAgent<AgentStatus>(node.agentSocket, 'GET', '/v1/status');
+    const workers = status.httpProxy?.workers.length ?? 0;
+    if (!workers) throw new Error(`the HTTP proxy on ${node.name} has no workers`);
+    nginx = startNginx(dataDir, node.netns, node.ip, catIp, workers);
 
     const paths: Record<Path, () => Promise<Measured>> = {
       direct: async () => {
@@ -202,11 +232,10 @@ async function bench(): Promise<void> {
       for (const path of orders[round % orders.length]!) {
         const m = await paths[path]();
         results[path].push(m);
-        console.error(`round ${round + 1}/${ROUNDS} ${path}: ${Math.round(rps(m.load))} req/s`);
+        const at = m.sweep.map((r, i) => `${Math.round(r)}@${SWEEP[i]}`).join(' ');
+        console.error(`round ${round + 1}/${ROUNDS} ${path}: req/s ${at}`);
       }
 
-    const status = await callAgent<AgentStatus>(node.agentSocket, 'GET', '/v1/status');
-    const workers = status.httpProxy?.workers.length ?? 0;
     const med = (path: Path, f: (m: Measured) => number) => median(results[path].map(f));
     const figures: Figure[] = [];
     for (const path of ['direct', 'proxy', 'nginx'] as const) {
@@ -214,6 +243,9 @@ async function bench(): Promise<void> {
       const fig = (what: string, f: (m: Measured) => number, unit: string) =>
         figures.push(figure(`l7.${path}.${what}`, med(path, f), unit, base && med(base, f)));
       fig(`rps_${CONNS}conns`, (m) => rps(m.load), 'req/s');
+      for (const [i, conns] of SWEEP.entries())
+        if (i > 0) fig(`rps_${conns}conns`, (m) => m.sweep[i]!, 'req/s');
+      fig('rps_peak', peak, 'req/s');
       fig('p50_1conn', (m) => m.lat.p50Ms, 'ms');
       fig('p99_1conn', (m) => m.lat.p99Ms, 'ms');
       fig(`p99_${CONNS}conns`, (m) => m.load.p99Ms, 'ms');
@@ -227,9 +259,12 @@ async function bench(): Promise<void> {
       if (base) {
         // The spread: each round's ratio against the same round's direct path.
         const ratios = results[path].map((m, i) => rps(m.load) / rps(results.direct[i]!.load));
+        const peaks = results[path].map((m, i) => peak(m) / peak(results.direct[i]!));
         figures.push(
           figure(`l7.${path}.rps_ratio_min`, Math.min(...ratios), 'ratio'),
           figure(`l7.${path}.rps_ratio_max`, Math.max(...ratios), 'ratio'),
+          figure(`l7.${path}.rps_peak_ratio_min`, Math.min(...peaks), 'ratio'),
+          figure(`l7.${path}.rps_peak_ratio_max`, Math.max(...peaks), 'ratio'),
           figure(
             `l7.${path}.p99_added_1conn`,
             med(path, (m) => m.lat.p99Ms) - med('direct', (m) => m.lat.p99Ms),
@@ -241,6 +276,7 @@ async function bench(): Promise<void> {
     figures.push(
       figure('l7.rounds', ROUNDS, 'rounds'),
       figure('l7.seconds_per_run', SECONDS, 's'),
+      figure('l7.sweep_max_conns', Math.max(...SWEEP), 'connections'),
       figure('l7.proxy_workers', workers, 'processes'),
     );
     writeResults('l7', figures);
@@ -344,12 +380,18 @@ async function runClient(
 }
 
 /** nginx in the node's namespace, in the foreground, its files in a temporary directory. */
-function startNginx(dir: string, netns: string, listenIp: string, upstream: string): ChildProcess {
+function startNginx(
+  dir: string,
+  netns: string,
+  listenIp: string,
+  upstream: string,
+  workers: number,
+): ChildProcess {
   const conf = join(dir, 'nginx.conf');
   writeFileSync(
     conf,
     `daemon off;
-worker_processes 1;
+worker_processes ${workers};
 pid ${dir}/nginx.pid;
 error_log ${dir}/nginx-error.log warn;
 events { worker_connections 1024; }
