@@ -39,6 +39,8 @@ export interface ProxyOptions {
   /** Rules by peer identity. */
   rules: Record<number, HttpRule[]>;
   maxHeaderSize?: number;
+  /** The proxy knows no endpoint for the test's connections (as if no redirect led there). */
+  noEndpoint?: boolean;
 }
 
 export interface ProxyEngine {
@@ -59,7 +61,8 @@ const nodeEngine: ProxyEngine = {
     });
     const records: ProxyRecord[] = [];
     const proxy = createHttpProxy({
-      resolve: () => ({ host: '127.0.0.1', port: o.upstreamPort, rules, peerIdentity: o.peer }),
+      resolve: () =>
+        o.noEndpoint ? undefined : { host: '127.0.0.1', port: o.upstreamPort, rules, peerIdentity: o.peer },
       onRecord: (r) =>
         records.push({
           type: r.type,
@@ -144,7 +147,8 @@ export async function startNative(
       upsert: [
         {
           id: 1,
-          ip: '127.0.0.1',
+          // The egress listener finds the endpoint by the client's address (127.0.0.1).
+          ip: o.noEndpoint ? '127.0.0.2' : '127.0.0.1',
           identity: 100,
           entries: Object.entries(o.rules).map(([id, rules]) => ({
             direction: 'egress' as const,

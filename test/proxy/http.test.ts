@@ -391,6 +391,26 @@ for (const engine of PROXY_ENGINES)
       }
     });
 
+    test('a connection the proxy has no endpoint for: 503, recorded, and closed (judged again on the next one)', async () => {
+      const lost = await engine.start({
+        upstreamPort: backendPort,
+        peer: FRONTEND,
+        rules: RULES,
+        noEndpoint: true,
+      });
+      const c = new RawClient(lost.port);
+      const got = await c.send('GET /api/v1/products HTTP/1.1\r\nHost: x\r\n\r\n', /No redirect/);
+      assert.match(got, /^HTTP\/1\.1 503/);
+      assert.match(got, /\r\nconnection: close\r\n/i);
+      for (let i = 0; i < 200 && !c.closed; i++) await new Promise((r) => setTimeout(r, 5));
+      const closed = c.closed;
+      c.sock.destroy();
+      assert.ok(closed, 'the connection is closed');
+      const recs = await lost.records();
+      assert.ok(recs.some((r) => r.verdict === 'error' && r.code === 503 && r.reason === 'no redirect'));
+      await lost.close();
+    });
+
     test('an unreachable upstream gives 503, not a hang', async () => {
       const dead = await engine.start({ upstreamPort: 1, peer: FRONTEND, rules: RULES });
       const c = new RawClient(dead.port);

@@ -799,9 +799,11 @@ class ProxyCore {
     }
     const target = this.o.resolve(c.socket);
     if (!target) {
-      // Nothing says where this connection may go: refuse rather than guess.
+      // Nothing says where this connection may go: refuse rather than guess, and close, so
+      // that the client's next connection is judged by the datapath again.
       x.action = 'answer';
-      x.answer = simpleResponse(503, 'No redirect for this connection\r\n', x.close);
+      x.close = true;
+      x.answer = simpleResponse(503, 'No redirect for this connection\r\n', true);
       this.record({
         ...this.base(c, x),
         type: 'response',

@@ -1498,11 +1498,15 @@ static void request_head(struct client *c, const char *buf, const struct h1_requ
 		return;
 	}
 	if (!resolve(c)) {
-		/* Nothing says where this connection may go: refuse rather than guess. */
+		/*
+		 * Nothing says where this connection may go: refuse rather than guess, and close,
+		 * so that the client's next connection is judged by the datapath again.
+		 */
 		x->action = A_ANSWER;
+		x->close = true;
 		struct record rec = { .response = true, .verdict = F_ERROR, .code = 503, .reason = "no redirect", .latency_ns = -1 };
 		record(c, &rec);
-		answer(c, 503, "No redirect for this connection\r\n", x->close);
+		answer(c, 503, "No redirect for this connection\r\n", true);
 		return;
 	}
 	const struct rt_endpoint *ep = rt_endpoint_by_id(table, c->endpoint_id);
