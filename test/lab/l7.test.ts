@@ -7,9 +7,11 @@
  * restarted it; deleting the policy sends traffic directly again.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { parse as parseYaml } from 'yaml';
 import type { AgentStatus } from '../../src/agent/agent.js';
 import { callAgent } from '../../src/agent/client.js';
 import { agentCommands } from '../../src/cli/commands/agent.js';
@@ -422,5 +424,58 @@ describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivilege
     assert.equal(post.code, '200');
     assert.match(post.body, /"method":"POST","path":"\/admin"/);
     for (const c of await pods('app=catalog')) assert.equal((await agentStatus(c)).httpProxy?.endpoints, 0);
+  });
+
+  test('a new connection on the tuple of an old one is judged by the policy of now (no policy, L7, L4)', async () => {
+    // One source port for every connection; each ends with a reset (no TIME_WAIT on the
+    // client, so the port is free again at once, while the datapath keeps the old entry).
+    const f = (await pods('app=frontend'))[0]!;
+    const c = (await pods('app=catalog')).find((p) => p.spec.nodeName === f.spec.nodeName)!;
+    const client = `const net = require('node:net');
+      const [host, port, localPort] = process.argv.slice(1);
+      const s = net.connect({ host, port: +port, localPort: +localPort });
+      s.on('connect', () => s.write('POST /api/v1/products HTTP/1.1\\r\\nHost: catalog\\r\\nContent-Length: 0\\r\\n\\r\\n'));
+      let b = '';
+      s.on('data', (d) => { b += d; if (b.includes('\\r\\n\\r\\n')) { console.log(b.split(' ')[1]); s.resetAndDestroy(); } });
+      s.on('error', (e) => console.log(e.code));
+      setTimeout(() => { console.log('timeout'); process.exit(0); }, 3000).unref();`;
+    const post = async (localPort: number) =>
+      (
+        await exec(f, [process.execPath, '-e', client, c.status!.podIP!, '8080', String(localPort)])
+      ).stdout.trim();
+    const port = 40000 + (process.pid % 9000);
+    /** Waits until a connection from other ports (`from` on) gets `code`: the policy is in force. */
+    const inForce = async (code: string, from: number) => {
+      for (let i = 0; i < 50; i++) {
+        if ((await post(from + i)) === code) return;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      assert.fail(`the policy never answered ${code}`);
+    };
+    const dir = mkdtempSync(join(tmpdir(), 'hy-l7-tuple-'));
+    try {
+      // No policy (as the test before left it, or when this one runs alone).
+      assert.equal((await kubectl('delete', '-f', POLICY, '--ignore-not-found')).code, 0);
+      await inForce('200', port + 200);
+      assert.equal(await post(port), '200', 'no policy');
+      assert.equal((await kubectl('apply', '-f', POLICY)).code, 0);
+      await inForce('403', port + 1);
+      assert.equal(
+        await post(port),
+        '403',
+        'the L7 rule applies to the reused tuple (it is not let through)',
+      );
+      const l4 = parseYaml(readFileSync(POLICY, 'utf8')) as {
+        spec: { ingress: { toPorts: { rules?: unknown }[] }[] };
+      };
+      for (const r of l4.spec.ingress) for (const tp of r.toPorts) delete tp.rules;
+      writeFileSync(join(dir, 'l4.yaml'), JSON.stringify(l4));
+      assert.equal((await kubectl('apply', '-f', join(dir, 'l4.yaml'))).code, 0);
+      await inForce('200', port + 100);
+      assert.equal(await post(port), '200', 'the L4 allow applies to it (it does not go to the proxy)');
+    } finally {
+      await kubectl('delete', '-f', POLICY, '--ignore-not-found');
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
