@@ -443,7 +443,8 @@ describe('L7 HTTP policy in the lab (tutorial 5.3)', { skip: skipUnlessPrivilege
       (
         await exec(f, [process.execPath, '-e', client, c.status!.podIP!, '8080', String(localPort)])
       ).stdout.trim();
-    const port = 40000 + (process.pid % 9000);
+    // Above the ephemeral range (32768-60999): no earlier connection of the pod holds it.
+    const port = 61000 + (process.pid % 3000);
     /** Waits until a connection from other ports (`from` on) gets `code`: the policy is in force. */
     const inForce = async (code: string, from: number) => {
       for (let i = 0; i < 50; i++) {
